@@ -1,0 +1,1093 @@
+"""The interpreter: ``step(graph, state, event, now=...) -> Decision``.
+
+Contract
+--------
+* Pure: no I/O, no clock, no global randomness. ``now``, ``rng`` (for ``uuid()``/``randomInt``)
+  and ``new_token`` (callback task tokens; the runtime passes a CSPRNG) come in as arguments.
+* ``state`` is a JSON-serialisable dict made by :func:`new_state`; ``step`` takes ownership of it
+  and returns it updated in ``Decision.state`` (the runtime loads it fresh from the database for
+  every transition, so no copy is made).
+* Inline work (Pass, Choice, entering and leaving scopes, Wait with nothing to wait for) is done
+  within one call, up to ``Limits.inline_budget`` state entries; past that the pending work is
+  kept in the state and a ``ScheduleResume`` command asks the runtime to continue from a worker.
+  A definition that loops through Pass/Choice forever therefore never blocks a request.
+* Event ids (``event_id``) are allocated here, strictly increasing from 1 with no gaps; an
+  entry into a state is identified by the id of its ``StepEntered`` event, and a branch or
+  iteration by the id of its ``BranchEntered``/``IterationEntered`` event.
+* A stale or duplicated event (wrong attempt, closed entry, unknown timer or token, finished
+  execution) returns a decision with no events and ``ignored`` set.
+
+History event types and their ``schedule_event_id``
+  ExecutionStarted (0) · StepEntered (→ the scope's entering event) · StepStarted, StepExited,
+  StepFailed (→ StepEntered) · TaskScheduled (→ StepEntered) · TaskStarted, TaskSubmitted,
+  TaskSubmitFailed, TaskSucceeded, TaskFailed, TaskTimedOut (→ TaskScheduled) · BranchEntered,
+  BranchExited, IterationEntered, IterationExited (→ the container's StepEntered) ·
+  ExecutionSucceeded, ExecutionFailed, ExecutionStopped (→ 1).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from . import events as ev
+from .expressions import EvaluationError
+from .graph import FlowGraph, Scope, State, StateKind, TaskMode
+
+ERR_ALL = "FnF.ALL"
+ERR_TIMEOUT = "FnF.Timeout"
+ERR_TIMEOUT_ALIAS = "FnF.TaskTimeout"
+ERR_HEARTBEAT = "FnF.HeartbeatTimeout"
+ERR_RUNTIME = "FnF.RuntimeError"
+ERR_DATA_LIMIT = "FnF.DataLimitExceeded"
+ERR_HISTORY_LIMIT = "FnF.HistoryLimitExceeded"
+ERR_WORKER_LOST = "FnF.WorkerLost"
+ERR_INVALID_RESPONSE = "FC.InvalidResponse"
+
+RUNNING = "Running"
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+STOPPED = "Stopped"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_payload_bytes: int = 256 * 1024
+    max_history_events: int = 25_000
+    inline_budget: int = 1000
+    map_max_concurrency: int = 100
+    max_lost_attempts: int = 3
+
+
+class StepFailure(Exception):
+    """A state failed; carries the error name and cause. Internal to the interpreter."""
+
+    def __init__(self, error: str, cause: str):
+        super().__init__(f"{error}: {cause}")
+        self.error = error
+        self.cause = cause
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def new_state(*, execution_name: str, flow_name: str, input: Any, now: datetime) -> dict:
+    return {
+        "v": 1,
+        "status": RUNNING,
+        "next_event_id": 1,
+        "exec": {"name": execution_name, "flow": flow_name, "input": input, "start": _iso(now)},
+        "globals": {},
+        "entries": {},
+        "scopes": {},
+        "tokens": {},
+        "timers": {},
+        "queue": [],
+        "result": None,
+    }
+
+
+def step(
+    graph: FlowGraph,
+    state: dict,
+    event: ev.Event,
+    *,
+    now: datetime,
+    rng: random.Random | None = None,
+    new_token: Callable[[], str] | None = None,
+    limits: Limits = Limits(),
+) -> ev.Decision:
+    run = _Run(graph, state, now, rng or random.Random(0), new_token, limits)
+    run.handle(event)
+    return ev.Decision(state=state, events=run.events, commands=run.commands, ignored=run.ignored)
+
+
+def matches(rule_errors: tuple[str, ...], error: str) -> bool:
+    for name in rule_errors:
+        if name in (ERR_ALL, error):
+            return True
+        if name == ERR_TIMEOUT_ALIAS and error == ERR_TIMEOUT:
+            return True
+    return False
+
+
+def retry_delay(rule, retry_number: int) -> float:
+    """Seconds before retry ``retry_number`` (1-based): interval × rate^(n-1), capped."""
+    delay = rule.interval_seconds * (rule.backoff_rate ** (retry_number - 1))
+    if rule.max_backoff_seconds is not None:
+        delay = min(delay, rule.max_backoff_seconds)
+    return max(0.0, float(delay))
+
+
+class _Run:
+    def __init__(self, graph, state, now, rng, new_token, limits):
+        self.g: FlowGraph = graph
+        self.s: dict = state
+        self.now: datetime = now
+        self.rng = rng
+        self.new_token = new_token
+        self.limits: Limits = limits
+        self.events: list[dict] = []
+        self.commands: list = []
+        self.ignored: str | None = None
+        self.legacy = graph.dialect == "legacy"
+
+    # ------------------------------------------------------------------ plumbing
+
+    def emit(self, type_: str, sched: int, step_name: str = "", **detail) -> int:
+        eid = self.s["next_event_id"]
+        self.s["next_event_id"] = eid + 1
+        self.events.append(
+            {
+                "event_id": eid,
+                "schedule_event_id": sched,
+                "type": type_,
+                "step_name": step_name,
+                "time": self.now,
+                "detail": detail,
+            }
+        )
+        return eid
+
+    def ignore(self, reason: str) -> None:
+        self.ignored = reason
+
+    def entry(self, eid) -> dict | None:
+        return self.s["entries"].get(str(eid))
+
+    def scope(self, sid) -> dict:
+        return self.s["scopes"][str(sid)]
+
+    def state_of(self, entry: dict) -> State:
+        return self.g.state(self.scope(entry["scope"])["path"], entry["state"])
+
+    def check_size(self, value: Any, what: str) -> None:
+        size = json_size(value)
+        if size > self.limits.max_payload_bytes:
+            raise StepFailure(
+                ERR_DATA_LIMIT,
+                f"{what} is {size} bytes; the limit is {self.limits.max_payload_bytes} bytes",
+            )
+
+    @property
+    def running(self) -> bool:
+        return self.s["status"] == RUNNING
+
+    # ------------------------------------------------------------------ expression env
+
+    def _iteration(self, scope: dict) -> dict | None:
+        while scope is not None:
+            if scope["kind"] == "iteration":
+                return scope
+            parent = self.entry(scope["parent"]) if scope["parent"] else None
+            scope = self.scope(parent["scope"]) if parent else None
+        return None
+
+    def context(self, entry: dict, *, output=None, error=None) -> dict:
+        ex = self.s["exec"]
+        it = self._iteration(self.scope(entry["scope"]))
+        if self.legacy:
+            ctx = {
+                "execution": {"name": ex["name"], "input": ex["input"], "startTime": ex["start"]},
+                "flow": {"name": ex["flow"]},
+                "step": {"name": entry["state"]},
+                "task": {"token": entry.get("token")},
+            }
+            if it is not None:
+                ctx["item"] = it["item"]
+                ctx["index"] = it["index"]
+            return ctx
+        current = {
+            "Name": entry["state"],
+            "Input": entry.get("input", entry.get("raw")),
+            "RetryCount": entry.get("retries", 0),
+            "TaskToken": entry.get("token"),
+        }
+        if output is not None:
+            current["Output"] = output
+        if error is not None:
+            current["Error"] = {"Code": error[0], "Detail": error[1]}
+        if it is not None:
+            current["Item"] = it["item"]
+            current["Index"] = it["index"]
+        return {
+            "Execution": {
+                "Name": ex["name"],
+                "Input": ex["input"],
+                "StartTime": ex["start"],
+                "RoleArn": "",
+            },
+            "Flow": {"Name": ex["flow"]},
+            "Current": current,
+        }
+
+    def render(self, template, env: dict, what: str):
+        try:
+            return template.render(env, now=self.now, rng=self.rng)
+        except EvaluationError as exc:
+            raise StepFailure(ERR_RUNTIME, f"{what}: {exc}") from None
+
+    def evaluate(self, expr, env: dict, what: str):
+        try:
+            return expr.evaluate(env, now=self.now, rng=self.rng)
+        except EvaluationError as exc:
+            raise StepFailure(ERR_RUNTIME, f"{what}: {exc}") from None
+
+    def apply_mappings(self, mappings, env: dict, what: str) -> dict:
+        try:
+            return mappings.apply(env, now=self.now, rng=self.rng)
+        except EvaluationError as exc:
+            raise StepFailure(ERR_RUNTIME, f"{what}: {exc}") from None
+
+    def legacy_env(self, entry: dict, *, input=None, local=None) -> dict:
+        scope = self.scope(entry["scope"])
+        return {
+            "input": scope["input"] if input is None else input,
+            "local": scope["local"] if local is None else local,
+            "context": self.context(entry),
+        }
+
+    # ------------------------------------------------------------------ events
+
+    def handle(self, event) -> None:
+        if isinstance(event, ev.Start):
+            self.start(event.input)
+        elif not self.running:
+            self.ignore(f"the execution is {self.s['status']}")
+            return
+        elif isinstance(event, ev.Stop):
+            self.cancel_scope(self.root_scope_id(), emit=False)
+            self.finish(STOPPED, error=event.error, cause=event.cause)
+            return
+        elif isinstance(event, ev.TaskStarted):
+            self.on_task_started(event)
+        elif isinstance(event, ev.TaskSucceeded):
+            self.on_task_result(event.entry, event.attempt, ok=True, output=event.output)
+        elif isinstance(event, ev.TaskFailed):
+            self.on_task_result(
+                event.entry, event.attempt, ok=False, error=event.error, cause=event.cause
+            )
+        elif isinstance(event, ev.TaskLost):
+            self.on_task_lost(event)
+        elif isinstance(event, ev.TimerFired):
+            self.on_timer(event.key)
+        elif isinstance(event, ev.CallbackSucceeded | ev.CallbackFailed | ev.CallbackHeartbeat):
+            self.on_callback(event)
+        elif isinstance(event, ev.Resume):
+            if not self.s["queue"]:
+                self.ignore("nothing to resume")
+                return
+        else:  # pragma: no cover - programming error
+            raise TypeError(f"unknown event {event!r}")
+        self.drain()
+
+    def root_scope_id(self) -> int:
+        return self.s["root"]
+
+    def start(self, input: Any) -> None:
+        if self.s["next_event_id"] != 1:
+            self.ignore("the execution has already started")
+            return
+        started = self.emit("ExecutionStarted", 0, input=input)
+        root = {
+            "id": started,
+            "path": self.g.root.path,
+            "parent": None,
+            "kind": "root",
+            "index": 0,
+            "active": None,
+        }
+        if self.legacy:
+            root["local"] = {}
+            root["input"] = input
+            if self.g.input_mappings is not None:
+                fake = {"scope": started, "state": "", "token": None}
+                self.s["scopes"][str(started)] = root
+                try:
+                    root["input"] = self.apply_mappings(
+                        self.g.input_mappings,
+                        {"input": input, "local": {}, "context": self.context(fake)},
+                        "inputMappings",
+                    )
+                except StepFailure as f:
+                    self.finish(FAILED, error=f.error, cause=f.cause)
+                    return
+        self.s["scopes"][str(started)] = root
+        self.s["root"] = started
+        self.s["queue"].append(["enter", started, self.g.root.start_at, input])
+
+    # ------------------------------------------------------------------ the inline loop
+
+    def drain(self) -> None:
+        budget = self.limits.inline_budget
+        queue = self.s["queue"]
+        while queue and self.running:
+            if budget <= 0:
+                self.commands.append(ev.ScheduleResume())
+                return
+            if self.s["next_event_id"] > self.limits.max_history_events:
+                self.fail_execution(
+                    ERR_HISTORY_LIMIT,
+                    f"the execution's history reached {self.limits.max_history_events} events",
+                )
+                return
+            budget -= 1
+            action = queue.pop(0)
+            kind = action[0]
+            if kind == "enter":
+                _, sid, name, raw = action
+                if str(sid) in self.s["scopes"]:
+                    self.enter(sid, name, raw)
+            elif kind == "start_child":  # start the next pending Map iteration(s)
+                _, eid = action
+                entry = self.entry(eid)
+                if entry is not None:
+                    self.fill_iterations(entry)
+
+    # ------------------------------------------------------------------ entering states
+
+    def enter(self, sid: int, name: str, raw: Any) -> None:
+        scope = self.scope(sid)
+        st = self.g.state(scope["path"], name)
+        eid = self.emit("StepEntered", scope.get("sched", sid), name, input=raw)
+        entry = {"id": eid, "scope": sid, "state": name, "raw": raw, "retries": 0, "attempt": 0}
+        self.s["entries"][str(eid)] = entry
+        scope["active"] = eid
+        if st.task is not None and st.task.mode is TaskMode.CUSTOM_CALLBACK:
+            # The token exists before the input is built: mappings and constructors read it.
+            entry["token"] = self.make_token(entry)
+        try:
+            entry["input"] = self.build_input(entry, st, raw)
+            self.check_size(entry["input"], f"the input of state '{name}'")
+            self.begin(entry, st)
+        except StepFailure as f:
+            self.fail_entry(entry, f.error, f.cause)
+
+    def build_input(self, entry: dict, st: State, raw: Any) -> Any:
+        if self.legacy:
+            scope = self.scope(entry["scope"])
+            if st.input_mappings is not None:
+                return self.apply_mappings(
+                    st.input_mappings, self.legacy_env(entry), f"{st.path}.inputMappings"
+                )
+            merged = dict(scope["input"]) if isinstance(scope["input"], dict) else {}
+            merged.update(scope["local"])
+            return merged
+        if st.input_constructor is not None:
+            env = {"Input": raw, "Context": self.context(entry), "Global": self.s["globals"]}
+            return self.render(st.input_constructor, env, f"{st.path}.InputConstructor")
+        return raw
+
+    def begin(self, entry: dict, st: State) -> None:
+        kind = st.kind
+        # A legacy pass/succeed step has an empty $local: with no outputMappings it adds
+        # nothing to its parent's $local.
+        passthrough = {} if self.legacy else entry["input"]
+        if kind is StateKind.PASS:
+            self.complete(entry, passthrough)
+        elif kind is StateKind.SUCCEED:
+            self.complete(entry, passthrough, end_scope=True)
+        elif kind is StateKind.FAIL:
+            spec = st.fail
+            self.fail_entry(entry, spec.code or "", spec.detail or "", no_catch=True)
+        elif kind is StateKind.CHOICE:
+            self.begin_choice(entry, st)
+        elif kind is StateKind.WAIT:
+            self.begin_wait(entry, st)
+        elif kind is StateKind.TASK:
+            self.schedule_attempt(entry, st)
+        elif kind is StateKind.PARALLEL:
+            self.begin_parallel(entry, st)
+        elif kind is StateKind.MAP:
+            self.begin_map(entry, st)
+        else:  # pragma: no cover
+            raise AssertionError(kind)
+
+    def begin_choice(self, entry: dict, st: State) -> None:
+        if self.legacy:
+            env = self.legacy_env(entry, input=entry["input"])
+        else:
+            env = {
+                "Input": entry["input"],
+                "Context": self.context(entry),
+                "Global": self.s["globals"],
+            }
+        target = st.default
+        for i, branch in enumerate(st.choices):
+            value = self.evaluate(branch.condition, env, f"{st.path}.Branches[{i}].Condition")
+            if value is True:
+                target = branch.target
+                break
+            if value not in (False, None):
+                raise StepFailure(
+                    ERR_RUNTIME,
+                    f"condition {branch.condition.text!r} gave {json.dumps(value)[:80]}, "
+                    "not a boolean",
+                )
+        if target is None or (target.next is None and target.scope is None):
+            # legacy: no branch matched and no default: the step just ends
+            self.complete(entry, {} if self.legacy else entry["input"])
+        elif target.next is not None:
+            self.complete(entry, {} if self.legacy else entry["input"], next_state=target.next)
+        else:
+            entry["phase"] = "children"
+            entry["children"] = []
+            self.open_child_scope(entry, target.scope, "choice", 0, entry["input"])
+
+    def begin_wait(self, entry: dict, st: State) -> None:
+        spec = st.wait
+        env = (
+            self.legacy_env(entry, input=entry["input"])
+            if self.legacy
+            else {"Input": entry["input"], "Context": self.context(entry), "Global": self.s["globals"]}
+        )
+        if spec.seconds is not None or spec.seconds_expr is not None:
+            seconds = spec.seconds
+            if spec.seconds_expr is not None:
+                seconds = self.evaluate(spec.seconds_expr, env, f"{st.path}.Seconds")
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+                raise StepFailure(ERR_RUNTIME, f"Wait seconds must be a number ≥ 0, got {seconds!r}")
+            due = self.now + timedelta(seconds=float(seconds))
+        else:
+            stamp = spec.timestamp
+            if spec.timestamp_expr is not None:
+                stamp = self.evaluate(spec.timestamp_expr, env, f"{st.path}.Timestamp")
+            due = _parse_timestamp(stamp)
+        if due <= self.now:
+            self.complete(entry, entry["input"] if not self.legacy else {})
+            return
+        self.emit("StepStarted", entry["id"], entry["state"], until=_iso(due))
+        key = f"wait:{entry['id']}"
+        entry["phase"] = "wait"
+        entry["timers"] = [key]
+        self.s["timers"][key] = entry["id"]
+        self.commands.append(ev.StartTimer(key=key, due_at=due, entry=entry["id"]))
+
+    # ------------------------------------------------------------------ tasks
+
+    def schedule_attempt(self, entry: dict, st: State) -> None:
+        spec = st.task
+        entry["attempt"] += 1
+        attempt = entry["attempt"]
+        callback = spec.mode is TaskMode.CUSTOM_CALLBACK
+        if callback and attempt > 1:
+            # Each attempt gets its own token, so a late report for an earlier attempt
+            # cannot complete a later one; the input (which may carry it) is rebuilt.
+            self.close_token(entry)
+            entry["token"] = self.make_token(entry)
+            entry["input"] = self.build_input(entry, st, entry["raw"])
+        payload = self.task_payload(entry, st)
+        self.check_size(payload, f"the request of task '{st.name}'")
+        target = spec.function if spec.target == "function" else spec.queue
+        sched = self.emit(
+            "TaskScheduled",
+            entry["id"],
+            st.name,
+            resource=spec.resource,
+            target=target,
+            attempt=attempt,
+            retry_count=entry["retries"],
+            request=payload,
+        )
+        entry["sched"] = sched
+        entry["phase"] = "task"
+        entry["timers"] = []
+        if spec.timeout_seconds:
+            key = f"timeout:{entry['id']}:{attempt}"
+            self.start_timer(entry, key, self.now + timedelta(seconds=spec.timeout_seconds))
+        if callback:
+            self.s["tokens"][entry["token"]] = entry["id"]
+            self.commands.append(ev.OpenToken(entry["token"], entry["id"], st.name))
+        if spec.target == "queue":
+            self.commands.append(
+                ev.SendToQueue(entry["id"], attempt, spec.queue, payload, entry.get("token"))
+            )
+            if callback:
+                self.submitted(entry, st, {"queue": spec.queue})
+            else:
+                self.emit("TaskSucceeded", sched, st.name, output={})
+                self.task_done(entry, st, {})
+            return
+        self.commands.append(
+            ev.InvokeFunction(
+                entry=entry["id"],
+                attempt=attempt,
+                function=spec.function,
+                event=payload,
+                state_name=st.name,
+                invocation=spec.invocation,
+                mode=str(spec.mode),
+                timeout_seconds=spec.timeout_seconds,
+                token=entry.get("token"),
+            )
+        )
+
+    def task_payload(self, entry: dict, st: State) -> Any:
+        spec = st.task
+        if self.legacy:
+            if spec.service_params is not None:
+                env = self.legacy_env(entry, input=entry["input"])
+                params = self.render(spec.service_params, env, f"{st.path}.serviceParams")
+                if isinstance(params, dict) and "MessageBody" in params:
+                    return params["MessageBody"]
+                return params
+            return entry["input"]
+        if spec.body is None:
+            return entry["input"]
+        env = {"Input": entry["input"], "Context": self.context(entry), "Global": self.s["globals"]}
+        return self.render(spec.body, env, f"{st.path}.Parameters.body")
+
+    def make_token(self, entry: dict) -> str:
+        if self.new_token is not None:
+            return self.new_token()
+        return f"t{entry['id']}.{entry['attempt'] + 1}"
+
+    def start_timer(self, entry: dict, key: str, due: datetime) -> None:
+        entry.setdefault("timers", []).append(key)
+        self.s["timers"][key] = entry["id"]
+        self.commands.append(ev.StartTimer(key=key, due_at=due, entry=entry["id"]))
+
+    def clear_timers(self, entry: dict, *, keep: tuple[str, ...] = ()) -> None:
+        remaining = []
+        for key in entry.get("timers", []):
+            if key in keep:
+                remaining.append(key)
+                continue
+            if self.s["timers"].pop(key, None) is not None:
+                self.commands.append(ev.CancelTimer(key))
+        entry["timers"] = remaining
+
+    def close_token(self, entry: dict) -> None:
+        token = entry.get("token")
+        if token and self.s["tokens"].pop(token, None) is not None:
+            self.commands.append(ev.CloseToken(token))
+
+    def live_task(self, eid: int, attempt: int) -> tuple[dict, State] | None:
+        entry = self.entry(eid)
+        if entry is None:
+            self.ignore(f"entry {eid} is closed")
+            return None
+        if entry.get("phase") not in ("task", "running") or entry.get("attempt") != attempt:
+            self.ignore(f"entry {eid} is not waiting for attempt {attempt}")
+            return None
+        return entry, self.state_of(entry)
+
+    def on_task_started(self, event: ev.TaskStarted) -> None:
+        found = self.live_task(event.entry, event.attempt)
+        if found is None:
+            return
+        entry, st = found
+        if entry["phase"] != "task":
+            self.ignore(f"attempt {event.attempt} of entry {event.entry} already started")
+            return
+        entry["phase"] = "running"
+        self.emit("TaskStarted", entry["sched"], st.name, attempt=event.attempt)
+
+    def on_task_result(self, eid, attempt, *, ok, output=None, error="", cause="") -> None:
+        found = self.live_task(eid, attempt)
+        if found is None:
+            return
+        entry, st = found
+        callback = st.task.mode is TaskMode.CUSTOM_CALLBACK
+        try:
+            if ok:
+                if callback:
+                    self.submitted(entry, st, output)
+                    return
+                self.emit("TaskSucceeded", entry["sched"], st.name, output=output)
+                self.clear_timers(entry)
+                entry["phase"] = "done"
+                self.task_done(entry, st, output)
+            else:
+                self.emit(
+                    "TaskSubmitFailed" if callback else "TaskFailed",
+                    entry["sched"],
+                    st.name,
+                    error=error,
+                    cause=cause,
+                )
+                self.clear_timers(entry)
+                self.close_token(entry)
+                entry["phase"] = "done"
+                self.fail_entry(entry, error, cause)
+        except StepFailure as f:
+            self.fail_entry(entry, f.error, f.cause)
+
+    def submitted(self, entry: dict, st: State, output: Any) -> None:
+        self.emit("TaskSubmitted", entry["sched"], st.name, taskToken=entry["token"], output=output)
+        entry["phase"] = "callback"
+        if st.task.heartbeat_seconds:
+            key = f"heartbeat:{entry['id']}"
+            self.start_timer(entry, key, self.now + timedelta(seconds=st.task.heartbeat_seconds))
+
+    def task_done(self, entry: dict, st: State, output: Any) -> None:
+        """The task's raw result is in: shape it and leave the state."""
+        if self.legacy:
+            local = output
+            if st.task.target == "function" and st.task.mode is not TaskMode.CUSTOM_CALLBACK:
+                local = output.get("Body") if isinstance(output, dict) else None
+            if local is None or local == "":
+                local = {}
+            if not isinstance(local, dict):
+                raise StepFailure(
+                    ERR_INVALID_RESPONSE,
+                    f"a legacy task step needs a JSON object as its result, got {type(local).__name__}",
+                )
+            self.complete(entry, local)
+        else:
+            self.complete(entry, output)
+
+    def on_task_lost(self, event: ev.TaskLost) -> None:
+        found = self.live_task(event.entry, event.attempt)
+        if found is None:
+            return
+        entry, st = found
+        cause = f"attempt {event.attempt} ran out of its lease with no result (worker lost)"
+        self.emit("TaskFailed", entry["sched"], st.name, error=ERR_WORKER_LOST, cause=cause)
+        entry["lost"] = entry.get("lost", 0) + 1
+        self.clear_timers(entry)
+        if entry["lost"] <= self.limits.max_lost_attempts:
+            # A worker dying is the platform's fault, not the user's: re-run the attempt
+            # without spending the state's Retry budget, up to a bound so a handler that kills
+            # its worker every time (a poison task) still ends.
+            try:
+                self.schedule_attempt(entry, st)
+            except StepFailure as f:
+                self.fail_entry(entry, f.error, f.cause)
+            return
+        entry["phase"] = "done"
+        self.close_token(entry)
+        self.fail_entry(entry, ERR_WORKER_LOST, cause)
+
+    def on_callback(self, event) -> None:
+        eid = self.s["tokens"].get(event.token)
+        entry = self.entry(eid) if eid is not None else None
+        if entry is None:
+            self.ignore("unknown or closed task token")
+            return
+        st = self.state_of(entry)
+        if isinstance(event, ev.CallbackHeartbeat):
+            if st.task.heartbeat_seconds:
+                key = f"heartbeat:{entry['id']}"
+                due = self.now + timedelta(seconds=st.task.heartbeat_seconds)
+                self.s["timers"][key] = entry["id"]
+                if key not in entry.setdefault("timers", []):
+                    entry["timers"].append(key)
+                self.commands.append(ev.StartTimer(key=key, due_at=due, entry=entry["id"]))
+            else:
+                self.ignore("the step has no heartbeat")
+            return
+        if entry.get("phase") in ("task", "running"):
+            # The report beat the submitting function's own return: the attempt's result
+            # no longer matters.
+            self.commands.append(ev.CancelTask(entry["id"], entry["attempt"]))
+        self.clear_timers(entry)
+        self.close_token(entry)
+        entry["phase"] = "done"
+        try:
+            if isinstance(event, ev.CallbackSucceeded):
+                self.emit("TaskSucceeded", entry["sched"], st.name, output=event.output)
+                self.check_size(event.output, f"the callback output of '{st.name}'")
+                self.task_done(entry, st, event.output)
+            else:
+                self.emit(
+                    "TaskFailed", entry["sched"], st.name, error=event.error, cause=event.cause
+                )
+                self.fail_entry(entry, event.error, event.cause)
+        except StepFailure as f:
+            self.fail_entry(entry, f.error, f.cause)
+
+    # ------------------------------------------------------------------ timers
+
+    def on_timer(self, key: str) -> None:
+        eid = self.s["timers"].pop(key, None)
+        entry = self.entry(eid) if eid is not None else None
+        if entry is None:
+            self.ignore(f"timer {key} is not active")
+            return
+        if key in entry.get("timers", []):
+            entry["timers"].remove(key)
+        st = self.state_of(entry)
+        kind = key.split(":", 1)[0]
+        try:
+            if kind == "wait":
+                self.complete(entry, {} if self.legacy else entry["input"])
+            elif kind == "retry":
+                if "input" not in entry:  # the InputConstructor itself had failed
+                    entry["input"] = self.build_input(entry, st, entry["raw"])
+                if st.kind is StateKind.TASK:
+                    self.schedule_attempt(entry, st)
+                else:
+                    self.emit("StepStarted", entry["id"], st.name, retry=entry["retries"])
+                    self.begin(entry, st)
+            elif kind in ("timeout", "heartbeat"):
+                error = ERR_TIMEOUT if kind == "timeout" else ERR_HEARTBEAT
+                if kind == "timeout":
+                    cause = f"the task did not finish within {st.task.timeout_seconds:g} s"
+                else:
+                    cause = f"no heartbeat within {st.task.heartbeat_seconds:g} s"
+                self.emit("TaskTimedOut", entry["sched"], st.name, error=error, cause=cause)
+                if entry.get("phase") in ("task", "running"):
+                    self.commands.append(ev.CancelTask(entry["id"], entry["attempt"]))
+                self.clear_timers(entry)
+                self.close_token(entry)
+                entry["phase"] = "done"
+                self.fail_entry(entry, error, cause)
+            else:  # pragma: no cover
+                raise AssertionError(key)
+        except StepFailure as f:
+            self.fail_entry(entry, f.error, f.cause)
+
+    # ------------------------------------------------------------------ containers
+
+    def open_child_scope(self, entry, scope_def: Scope, kind: str, index: int, input, item=None):
+        type_ = {"branch": "BranchEntered", "iteration": "IterationEntered"}.get(kind)
+        if type_:
+            sid = self.emit(type_, entry["id"], entry["state"], index=index, input=input)
+        else:  # a legacy choice's inline steps: no event of its own
+            sid = f"{entry['id']}c"
+        scope = {
+            "id": sid,
+            "sched": sid if type_ else entry["id"],
+            "path": scope_def.path,
+            "parent": entry["id"],
+            "kind": kind,
+            "index": index,
+            "active": None,
+        }
+        if kind == "iteration":
+            scope["item"] = item
+        if self.legacy:
+            scope["input"] = input
+            scope["local"] = {}
+        self.s["scopes"][str(sid)] = scope
+        entry["children"].append(sid)
+        self.s["queue"].append(["enter", sid, scope_def.start_at, input])
+        return sid
+
+    def begin_parallel(self, entry: dict, st: State) -> None:
+        entry["phase"] = "children"
+        entry["children"] = []
+        entry["results"] = {}
+        entry["total"] = len(st.branches)
+        for i, branch in enumerate(st.branches):
+            self.open_child_scope(entry, branch, "branch", i, entry["input"])
+
+    def begin_map(self, entry: dict, st: State) -> None:
+        spec = st.map
+        if self.legacy:
+            env = self.legacy_env(entry, input=entry["input"])
+        else:
+            env = {"Input": entry["input"], "Context": self.context(entry), "Global": self.s["globals"]}
+        items = self.evaluate(spec.items, env, f"{st.path}.ItemsPath")
+        if not isinstance(items, list):
+            raise StepFailure(
+                ERR_RUNTIME,
+                f"the items expression {spec.items.text!r} gave {type(items).__name__}, "
+                "not an array",
+            )
+        entry["phase"] = "children"
+        entry["children"] = []
+        entry["results"] = {}
+        entry["total"] = len(items)
+        entry["items"] = items
+        entry["next_item"] = 0
+        if not items:
+            self.complete(entry, self.container_result(entry, st))
+            return
+        self.fill_iterations(entry)
+
+    def fill_iterations(self, entry: dict) -> None:
+        st = self.state_of(entry)
+        spec = st.map
+        cap = min(spec.max_concurrency or self.limits.map_max_concurrency, self.limits.map_max_concurrency)
+        while entry["next_item"] < entry["total"] and len(entry["children"]) < cap:
+            i = entry["next_item"]
+            entry["next_item"] = i + 1
+            item = entry["items"][i]
+            try:
+                if self.legacy:
+                    base = dict(entry["input"]) if isinstance(entry["input"], dict) else {}
+                    base[spec.item_key] = item
+                    if spec.index_key:
+                        base[spec.index_key] = i
+                    child_input = base
+                elif spec.item_constructor is not None:
+                    env = {
+                        "Input": entry["input"],
+                        "Item": item,
+                        "Context": self.context(entry),
+                        "Global": self.s["globals"],
+                    }
+                    child_input = self.render(spec.item_constructor, env, f"{st.path}.ItemConstructor")
+                else:
+                    child_input = item
+            except StepFailure as f:
+                self.cancel_children(entry)
+                self.fail_entry(entry, f.error, f.cause)
+                return
+            self.open_child_scope(entry, spec.processor, "iteration", i, child_input, item=item)
+        if entry["next_item"] >= entry["total"]:
+            entry.pop("items", None)  # no longer needed; keep the state small
+
+    def container_result(self, entry: dict, st: State) -> Any:
+        results = entry["results"]
+        ordered = [results.get(str(i)) for i in range(entry["total"])]
+        if self.legacy:
+            return ordered  # becomes the step's $local
+        if st.kind is StateKind.PARALLEL:
+            return {f"Branch{i}": value for i, value in enumerate(ordered)}
+        return {"Items": ordered}
+
+    def scope_output(self, scope: dict, last_output: Any) -> Any:
+        return scope["local"] if self.legacy else last_output
+
+    def end_scope(self, scope: dict, last_output: Any) -> None:
+        output = self.scope_output(scope, last_output)
+        del self.s["scopes"][str(scope["id"])]
+        if scope["kind"] == "root":
+            if self.legacy and self.g.output_mappings is not None:
+                fake = {"scope": scope["id"], "state": "", "token": None}
+                self.s["scopes"][str(scope["id"])] = scope
+                try:
+                    output = self.apply_mappings(
+                        self.g.output_mappings,
+                        {"input": scope["input"], "local": scope["local"], "context": self.context(fake)},
+                        "outputMappings",
+                    )
+                except StepFailure as f:
+                    self.fail_execution(f.error, f.cause)
+                    return
+                finally:
+                    self.s["scopes"].pop(str(scope["id"]), None)
+            self.finish(SUCCEEDED, output=output)
+            return
+        parent = self.entry(scope["parent"])
+        parent["children"].remove(scope["id"])
+        st = self.state_of(parent)
+        try:
+            if scope["kind"] == "choice":
+                self.complete(parent, output if isinstance(output, dict) else {})
+                return
+            type_ = "BranchExited" if scope["kind"] == "branch" else "IterationExited"
+            self.emit(type_, parent["id"], parent["state"], index=scope["index"], output=output)
+            parent["results"][str(scope["index"])] = output
+            if st.kind is StateKind.MAP and parent["next_item"] < parent["total"]:
+                self.s["queue"].append(["start_child", parent["id"]])
+                return
+            if not parent["children"] and len(parent["results"]) == parent["total"]:
+                result = self.container_result(parent, st)
+                self.check_size(result, f"the combined result of '{st.name}'")
+                self.complete(parent, result)
+        except StepFailure as f:
+            self.cancel_children(parent)
+            self.fail_entry(parent, f.error, f.cause)
+
+    def fail_scope(self, scope: dict, error: str, cause: str) -> None:
+        del self.s["scopes"][str(scope["id"])]
+        if scope["kind"] == "root":
+            self.fail_execution(error, cause)
+            return
+        parent = self.entry(scope["parent"])
+        parent["children"].remove(scope["id"])
+        if scope["kind"] != "choice":
+            type_ = "BranchExited" if scope["kind"] == "branch" else "IterationExited"
+            self.emit(type_, parent["id"], parent["state"], index=scope["index"], error=error)
+        # One failed branch or iteration fails the whole container (Decision 9).
+        self.cancel_children(parent)
+        self.fail_entry(parent, error, cause)
+
+    def cancel_children(self, entry: dict) -> None:
+        for sid in list(entry.get("children", [])):
+            self.cancel_scope(sid, emit=True)
+        entry["children"] = []
+        # In place: drain() holds a reference to this list.
+        self.s["queue"][:] = [
+            a for a in self.s["queue"] if not (a[0] == "start_child" and a[1] == entry["id"])
+        ]
+
+    def cancel_scope(self, sid, *, emit: bool) -> None:
+        scope = self.s["scopes"].pop(str(sid), None)
+        if scope is None:
+            return
+        # Pending inline entries into a cancelled scope must not run.
+        self.s["queue"][:] = [a for a in self.s["queue"] if not (a[0] == "enter" and a[1] == sid)]
+        if scope["active"] is not None:
+            self.cancel_entry(scope["active"], emit=emit)
+        if emit and scope["kind"] in ("branch", "iteration"):
+            parent = self.entry(scope["parent"])
+            type_ = "BranchExited" if scope["kind"] == "branch" else "IterationExited"
+            self.emit(type_, parent["id"], parent["state"], index=scope["index"], cancelled=True)
+
+    def cancel_entry(self, eid: int, *, emit: bool) -> None:
+        entry = self.s["entries"].pop(str(eid), None)
+        if entry is None:
+            return
+        if entry.get("phase") in ("task", "running"):
+            self.commands.append(ev.CancelTask(entry["id"], entry["attempt"]))
+        for key in entry.get("timers", []):
+            if self.s["timers"].pop(key, None) is not None:
+                self.commands.append(ev.CancelTimer(key))
+        self.close_token(entry)
+        for sid in entry.get("children", []):
+            self.cancel_scope(sid, emit=emit)
+        if emit:
+            self.emit("StepExited", entry["id"], entry["state"], cancelled=True)
+
+    # ------------------------------------------------------------------ leaving states
+
+    def complete(self, entry: dict, result: Any, *, next_state: str | None = None, end_scope=False):
+        st = self.state_of(entry)
+        try:
+            output = self.build_output(entry, st, result)
+            self.check_size(output, f"the output of state '{st.name}'")
+        except StepFailure as f:
+            self.fail_entry(entry, f.error, f.cause)
+            return
+        self.leave(entry, st, output, next_state=next_state or (None if end_scope else st.next))
+
+    def build_output(self, entry: dict, st: State, result: Any) -> Any:
+        if self.legacy:
+            if st.output_mappings is not None:
+                return self.apply_mappings(
+                    st.output_mappings,
+                    self.legacy_env(entry, input=entry["input"], local=result),
+                    f"{st.path}.outputMappings",
+                )
+            if st.kind in (StateKind.PARALLEL, StateKind.MAP):
+                return {}
+            return result if isinstance(result, dict) else {}
+        env = {
+            "Input": entry["input"],
+            "Output": result,
+            "Context": self.context(entry, output=result),
+            "Global": self.s["globals"],
+        }
+        output = result
+        if st.output_constructor is not None:
+            output = self.render(st.output_constructor, env, f"{st.path}.OutputConstructor")
+        if st.global_constructor is not None:
+            # $Global inside OutputConstructor is the value before this state's own update.
+            update = self.render(st.global_constructor, env, f"{st.path}.GlobalConstructor")
+            if not isinstance(update, dict):
+                raise StepFailure(ERR_RUNTIME, "GlobalConstructor must build an object")
+            merged = dict(self.s["globals"])
+            merged.update(update)
+            self.check_size(merged, "the execution's $Global")
+            self.s["globals"] = merged
+        return output
+
+    def leave(self, entry: dict, st: State, output: Any, *, next_state: str | None) -> None:
+        self.emit("StepExited", entry["id"], st.name, output=output, next=next_state)
+        del self.s["entries"][str(entry["id"])]
+        scope = self.scope(entry["scope"])
+        scope["active"] = None
+        if self.legacy:
+            local = dict(scope["local"])
+            if isinstance(output, dict):
+                local.update(output)
+            scope["local"] = local
+        if next_state is not None:
+            self.s["queue"].append(["enter", scope["id"], next_state, output])
+        else:
+            self.end_scope(scope, output)
+
+    def fail_entry(self, entry: dict, error: str, cause: str, *, no_catch: bool = False) -> None:
+        """The state failed: retry it, catch the error, or fail its scope — in that order."""
+        st = self.state_of(entry)
+        if not no_catch:
+            for rule in st.retry:
+                if matches(rule.errors, error):
+                    if entry["retries"] < rule.max_attempts:
+                        entry["retries"] += 1
+                        delay = retry_delay(rule, entry["retries"])
+                        entry["phase"] = "retry"
+                        entry["last_error"] = [error, cause]
+                        key = f"retry:{entry['id']}:{entry['retries']}"
+                        self.start_timer(entry, key, self.now + timedelta(seconds=delay))
+                        return
+                    break  # only the first matching rule counts
+        self.emit("StepFailed", entry["id"], st.name, error=error, cause=cause)
+        del self.s["entries"][str(entry["id"])]
+        scope = self.scope(entry["scope"])
+        scope["active"] = None
+        catch = None if no_catch else next((c for c in st.catch if matches(c.errors, error)), None)
+        if catch is None:
+            self.fail_scope(scope, error, cause)
+            return
+        try:
+            output = self.catch_output(entry, st, catch, error, cause)
+            self.check_size(output, f"the Catch output of '{st.name}'")
+        except StepFailure as f:
+            self.fail_scope(scope, f.error, f.cause)
+            return
+        if self.legacy:
+            local = dict(scope["local"])
+            local.update(output)
+            scope["local"] = local
+        self.s["queue"].append(["enter", scope["id"], catch.next, output])
+
+    def catch_output(self, entry, st: State, catch, error: str, cause: str) -> Any:
+        if self.legacy:
+            if st.error_mappings is None:
+                return {}
+            return self.apply_mappings(
+                st.error_mappings,
+                self.legacy_env(entry, input=entry.get("input"), local={"error": error, "cause": cause}),
+                f"{st.path}.errorMappings",
+            )
+        if catch.output_constructor is None:
+            return {"Error": error, "Cause": cause}
+        env = {
+            "Input": entry.get("input", entry.get("raw")),
+            "Context": self.context(entry, error=(error, cause)),
+            "Global": self.s["globals"],
+        }
+        return self.render(catch.output_constructor, env, f"{catch.path}.OutputConstructor")
+
+    # ------------------------------------------------------------------ the end
+
+    def fail_execution(self, error: str, cause: str) -> None:
+        if str(self.s.get("root")) in self.s["scopes"]:
+            self.cancel_scope(self.s["root"], emit=False)
+        self.finish(FAILED, error=error, cause=cause)
+
+    def finish(self, status: str, *, output=None, error: str = "", cause: str = "") -> None:
+        # Whatever is still open (a Stop, or a failure racing other branches) is dropped: the
+        # terminal execution event closes it.
+        for eid in list(self.s["entries"]):
+            self.cancel_entry(int(eid), emit=False)
+        self.s["scopes"] = {}
+        self.s["queue"].clear()
+        self.s["status"] = status
+        type_ = {SUCCEEDED: "ExecutionSucceeded", FAILED: "ExecutionFailed", STOPPED: "ExecutionStopped"}
+        if status == SUCCEEDED:
+            self.emit(type_[status], 1, output=output)
+        else:
+            self.emit(type_[status], 1, error=error, cause=cause)
+        self.s["result"] = {"output": output, "error": error, "cause": cause}
+        self.commands.append(ev.Finish(status=status, output=output, error=error, cause=cause))
+
+
+def _parse_timestamp(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise StepFailure(ERR_RUNTIME, f"Wait timestamp must be an RFC 3339 string, got {value!r}")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise StepFailure(ERR_RUNTIME, f"Wait timestamp {value!r} is not RFC 3339") from None
+    if parsed.tzinfo is None:
+        raise StepFailure(ERR_RUNTIME, f"Wait timestamp {value!r} has no time zone")
+    return parsed

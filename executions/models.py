@@ -1,0 +1,241 @@
+"""Flows, their versions, executions, history, and the runtime's durable bookkeeping.
+
+The runtime tables (``WorkItem``, ``Timer``, ``TaskToken``) are what makes executions survive
+worker, broker and web restarts: every piece of outstanding work is a row written in the same
+transaction as the history event that created it (see ``executions/runtime.py``).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+
+NAME_RE = r"^[A-Za-z_][A-Za-z0-9_-]{0,127}$"
+name_validator = RegexValidator(NAME_RE, "letters, digits, _ and -, starting with a letter or _ (≤128)")
+
+
+class ExecutionStatus(models.TextChoices):
+    STARTING = "Starting"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    STOPPED = "Stopped"
+    TIMED_OUT = "TimedOut"
+
+    @classmethod
+    def open(cls) -> tuple[str, ...]:
+        return (cls.STARTING, cls.RUNNING)
+
+
+class Flow(models.Model):
+    name = models.CharField(max_length=128, unique=True, validators=[name_validator])
+    description = models.TextField(blank=True, max_length=4096)
+    definition = models.TextField(help_text="The current version's YAML/JSON text.")
+    dialect = models.CharField(max_length=16)
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class FlowVersion(models.Model):
+    """An immutable snapshot: an execution runs the version it started with."""
+
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    definition = models.TextField()
+    dialect = models.CharField(max_length=16)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["flow", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["flow", "version"], name="flowversion_unique_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flow.name} v{self.version}"
+
+
+class Execution(models.Model):
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="executions")
+    flow_version = models.ForeignKey(FlowVersion, on_delete=models.CASCADE, related_name="executions")
+    name = models.CharField(max_length=128, validators=[name_validator])
+    status = models.CharField(max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.RUNNING)
+    input = models.JSONField(default=dict)
+    output = models.JSONField(null=True, blank=True)
+    error_code = models.CharField(max_length=128, blank=True)
+    error_message = models.TextField(blank=True)
+    started_at = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The engine's state (executions/engine/machine.py): loaded and stored whole, under the
+    # row lock, by every transition. ``revision`` counts transitions.
+    state = models.JSONField(default=dict)
+    revision = models.PositiveIntegerField(default=0)
+    event_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["flow", "name"], name="execution_unique_name_per_flow")
+        ]
+        indexes = [
+            models.Index(fields=["flow", "status", "-id"], name="execution_flow_status"),
+            models.Index(fields=["status", "-id"], name="execution_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flow.name}/{self.name}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in ExecutionStatus.open()
+
+
+class HistoryEvent(models.Model):
+    """Append-only; ``event_id`` runs 1..N without gaps within an execution."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="events")
+    event_id = models.PositiveIntegerField()
+    schedule_event_id = models.PositiveIntegerField(default=0)
+    type = models.CharField(max_length=32)
+    step_name = models.CharField(max_length=128, blank=True)
+    time = models.DateTimeField()
+    detail = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["execution", "event_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "event_id"], name="history_unique_event_id")
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.event_id} {self.type} {self.step_name}"
+
+
+class WorkKind(models.TextChoices):
+    INVOKE = "invoke"  # run a function for a Task attempt
+    RESUME = "resume"  # continue inline work cut short by the engine's budget
+
+
+class WorkStatus(models.TextChoices):
+    PENDING = "pending"  # recorded; published (maybe more than once) but not claimed yet
+    RUNNING = "running"  # claimed by a worker, lease_until set
+    DONE = "done"
+    CANCELLED = "cancelled"  # the engine no longer wants it; never started or result ignored
+    LOST = "lost"  # the lease ran out with no result; the engine was told
+
+
+class WorkItem(models.Model):
+    """The outbox and the task-attempt table in one: a Celery message carries only ``id``."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="work")
+    kind = models.CharField(max_length=8, choices=WorkKind.choices)
+    entry_id = models.PositiveIntegerField(default=0)
+    attempt = models.PositiveIntegerField(default=0)
+    state_name = models.CharField(max_length=128, blank=True)
+    function_name = models.CharField(max_length=128, blank=True)
+    payload = models.JSONField(null=True, blank=True)
+    invocation = models.CharField(max_length=8, blank=True)
+    mode = models.CharField(max_length=32, blank=True)
+    timeout_seconds = models.FloatField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=WorkStatus.choices, default=WorkStatus.PENDING)
+    created_at = models.DateTimeField()
+    next_dispatch_at = models.DateTimeField()
+    dispatch_count = models.PositiveIntegerField(default=1)
+    started_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=255, blank=True)
+    error = models.CharField(max_length=128, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["execution", "kind", "entry_id", "attempt"], name="workitem_unique_attempt"
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_dispatch_at"], name="workitem_pending_due", condition=Q(status="pending")
+            ),
+            models.Index(
+                fields=["lease_until"], name="workitem_running_lease", condition=Q(status="running")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.entry_id}.{self.attempt} ({self.status})"
+
+
+class Timer(models.Model):
+    """A deadline (Wait, retry back-off, task timeout, heartbeat) fired by the sweeper."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="timers")
+    key = models.CharField(max_length=64)
+    entry_id = models.PositiveIntegerField()
+    due_at = models.DateTimeField()
+    fired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["due_at"]
+        constraints = [models.UniqueConstraint(fields=["execution", "key"], name="timer_unique_key")]
+        indexes = [
+            models.Index(fields=["due_at"], name="timer_open_due", condition=Q(fired_at__isnull=True))
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} @ {self.due_at:%Y-%m-%d %H:%M:%S}"
+
+
+class TaskToken(models.Model):
+    """A callback task's token; stored as a SHA-256 hash, never in clear."""
+
+    token_hash = models.CharField(max_length=64, unique=True)
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="tokens")
+    entry_id = models.PositiveIntegerField()
+    state_name = models.CharField(max_length=128)
+    is_open = models.BooleanField(default=True)
+    created_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"token {self.token_hash[:8]}… ({'open' if self.is_open else 'closed'})"
+
+
+class QueueMessage(models.Model):
+    """A message on one of flowsite's pull queues (legacy MNS task targets)."""
+
+    queue = models.CharField(max_length=128, db_index=True)
+    body = models.JSONField()
+    execution = models.ForeignKey(
+        Execution, null=True, blank=True, on_delete=models.CASCADE, related_name="queue_messages"
+    )
+    entry_id = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField()
+    visible_at = models.DateTimeField()
+    receive_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["queue", "visible_at"], name="queuemessage_visible")]
+
+    def __str__(self) -> str:
+        return f"{self.queue} #{self.pk}"

@@ -1,0 +1,438 @@
+"""The thin adapter between the pure engine and the database and Celery.
+
+Every transition follows one pattern (:func:`transition`):
+
+1. open a transaction and lock the execution row (``SELECT … FOR UPDATE``; on SQLite the
+   IMMEDIATE transaction already serialises writers);
+2. optionally *claim* something with a compare-and-set update (a work item, a timer): if the
+   claim fails, a duplicate or stale message lost the race and nothing happens;
+3. feed one event to ``machine.step``;
+4. append its history events, carry out its commands as rows (work items, timers, tokens,
+   queue messages) and store the new engine state;
+5. commit; only then publish the ids of new work items to Celery.
+
+A publish that never happens (crash after commit, broker down) is repaired by the sweeper,
+which re-publishes pending work items whose ``next_dispatch_at`` has passed; a published
+message that is delivered twice finds its work item already claimed and does nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import secrets
+import socket
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from .engine import events as ev
+from .engine import machine
+from .engine.compiler import compile_definition
+from .engine.graph import FlowGraph
+from .models import (
+    Execution,
+    ExecutionStatus,
+    HistoryEvent,
+    QueueMessage,
+    TaskToken,
+    Timer,
+    WorkItem,
+    WorkKind,
+    WorkStatus,
+)
+
+log = logging.getLogger(__name__)
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def limits() -> machine.Limits:
+    return machine.Limits(
+        max_payload_bytes=settings.FLOWSITE_MAX_PAYLOAD_BYTES,
+        max_history_events=settings.FLOWSITE_MAX_HISTORY_EVENTS,
+        inline_budget=settings.FLOWSITE_INLINE_BUDGET,
+        map_max_concurrency=settings.FLOWSITE_MAP_MAX_CONCURRENCY,
+        max_lost_attempts=settings.FLOWSITE_MAX_LOST_ATTEMPTS,
+    )
+
+
+@lru_cache(maxsize=256)
+def _compiled(version_id: int, definition: str) -> FlowGraph:
+    return compile_definition(definition, max_bytes=settings.FLOWSITE_MAX_DEFINITION_BYTES)
+
+
+def graph_for(execution: Execution) -> FlowGraph:
+    version = execution.flow_version
+    return _compiled(version.pk, version.definition)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+# --- faults (tests only) -----------------------------------------------------------------------
+
+
+def fault(name: str) -> bool:
+    """True when fault-injection hook ``name`` is on (FLOWSITE_FAULTS, refused in production)."""
+    return name in settings.FLOWSITE_FAULTS.split(",") if settings.FLOWSITE_FAULTS else False
+
+
+# --- the transition ----------------------------------------------------------------------------
+
+
+def transition(
+    execution_id: int,
+    event: ev.Event,
+    *,
+    claim: Callable[[Execution, datetime], bool] | None = None,
+    now: datetime | None = None,
+) -> ev.Decision | None:
+    """Apply one event to one execution atomically. Returns None when the claim failed or the
+    execution is gone; a decision with ``ignored`` set when the engine refused the event."""
+    with transaction.atomic():
+        execution = (
+            Execution.objects.select_for_update().select_related("flow_version").filter(pk=execution_id).first()
+        )
+        if execution is None:
+            return None
+        now = now or timezone.now()
+        if claim is not None and not claim(execution, now):
+            return None
+        decision = apply(execution, event, now=now)
+    if fault("crash_after_commit"):
+        os._exit(137)
+    return decision
+
+
+def apply(execution: Execution, event: ev.Event, *, now: datetime) -> ev.Decision:
+    """Run the engine on a locked execution and persist the outcome (inside a transaction)."""
+    graph = graph_for(execution)
+    rng = random.Random(f"{execution.pk}:{execution.revision}")
+    decision = machine.step(
+        graph, execution.state, event, now=now, rng=rng, new_token=new_token, limits=limits()
+    )
+    if decision.ignored:
+        log.info("execution %s: %s ignored: %s", execution.pk, type(event).__name__, decision.ignored)
+        return decision
+    persist(execution, decision, now=now)
+    return decision
+
+
+def persist(execution: Execution, decision: ev.Decision, *, now: datetime) -> None:
+    HistoryEvent.objects.bulk_create(
+        [
+            HistoryEvent(
+                execution_id=execution.pk,
+                event_id=e["event_id"],
+                schedule_event_id=e["schedule_event_id"],
+                type=e["type"],
+                step_name=e["step_name"],
+                time=e["time"],
+                detail=e["detail"],
+            )
+            for e in decision.events
+        ]
+    )
+    publish: list[int] = []
+    for command in decision.commands:
+        _carry_out(execution, command, now=now, publish=publish)
+    execution.state = decision.state
+    execution.revision += 1
+    execution.event_count = decision.state["next_event_id"] - 1
+    if execution.status == ExecutionStatus.STARTING:
+        execution.status = ExecutionStatus.RUNNING
+    execution.save(
+        update_fields=[
+            "state",
+            "revision",
+            "event_count",
+            "status",
+            "output",
+            "error_code",
+            "error_message",
+            "stopped_at",
+        ]
+    )
+    if publish:
+        transaction.on_commit(lambda ids=tuple(publish): dispatch(ids))
+
+
+def _carry_out(execution: Execution, command, *, now: datetime, publish: list[int]) -> None:
+    redispatch = now + timedelta(seconds=settings.FLOWSITE_REDISPATCH_AFTER)
+    if isinstance(command, ev.InvokeFunction):
+        item = WorkItem.objects.create(
+            execution=execution,
+            kind=WorkKind.INVOKE,
+            entry_id=command.entry,
+            attempt=command.attempt,
+            state_name=command.state_name,
+            function_name=command.function,
+            payload=command.event,
+            invocation=command.invocation,
+            mode=command.mode,
+            timeout_seconds=command.timeout_seconds,
+            created_at=now,
+            next_dispatch_at=redispatch,
+        )
+        publish.append(item.pk)
+    elif isinstance(command, ev.ScheduleResume):
+        item = WorkItem.objects.create(
+            execution=execution,
+            kind=WorkKind.RESUME,
+            entry_id=0,
+            attempt=execution.revision + 1,
+            created_at=now,
+            next_dispatch_at=redispatch,
+        )
+        publish.append(item.pk)
+    elif isinstance(command, ev.CancelTask):
+        WorkItem.objects.filter(
+            execution=execution,
+            kind=WorkKind.INVOKE,
+            entry_id=command.entry,
+            attempt=command.attempt,
+            status__in=[WorkStatus.PENDING, WorkStatus.RUNNING],
+        ).update(status=WorkStatus.CANCELLED, finished_at=now)
+    elif isinstance(command, ev.StartTimer):
+        Timer.objects.update_or_create(
+            execution=execution,
+            key=command.key,
+            defaults={"entry_id": command.entry, "due_at": command.due_at, "fired_at": None},
+        )
+    elif isinstance(command, ev.CancelTimer):
+        Timer.objects.filter(execution=execution, key=command.key, fired_at__isnull=True).delete()
+    elif isinstance(command, ev.OpenToken):
+        TaskToken.objects.update_or_create(
+            token_hash=token_hash(command.token),
+            defaults={
+                "execution": execution,
+                "entry_id": command.entry,
+                "state_name": command.state_name,
+                "is_open": True,
+                "created_at": now,
+                "closed_at": None,
+            },
+        )
+    elif isinstance(command, ev.CloseToken):
+        TaskToken.objects.filter(token_hash=token_hash(command.token)).update(
+            is_open=False, closed_at=now
+        )
+    elif isinstance(command, ev.SendToQueue):
+        QueueMessage.objects.create(
+            queue=command.queue,
+            body=command.body,
+            execution=execution,
+            entry_id=command.entry,
+            created_at=now,
+            visible_at=now,
+        )
+    elif isinstance(command, ev.Finish):
+        execution.status = command.status
+        execution.output = command.output
+        execution.error_code = command.error[:128]
+        execution.error_message = command.cause
+        execution.stopped_at = now
+    else:  # pragma: no cover - programming error
+        raise TypeError(f"unknown command {command!r}")
+
+
+# --- publishing --------------------------------------------------------------------------------
+
+
+def dispatch(ids) -> None:
+    """Publish work item ids. Never raises: a failed publish is retried by the sweeper."""
+    from .tasks import run_work  # noqa: PLC0415 - tasks imports this module
+
+    for work_id in ids:
+        try:
+            run_work.apply_async(args=[work_id], retry=False)
+            if fault("duplicate_publish"):
+                run_work.apply_async(args=[work_id], retry=False)
+        except Exception:  # noqa: BLE001 - broker down: the sweeper re-sends
+            log.warning("could not publish work item %s; the sweeper will retry", work_id, exc_info=True)
+
+
+# --- workers -----------------------------------------------------------------------------------
+
+
+def run_work_item(work_id: int) -> str:
+    """Run one work item: claim it, run its function, record the result. Idempotent."""
+    item = WorkItem.objects.filter(pk=work_id).only("execution_id", "status", "kind").first()
+    if item is None or item.status != WorkStatus.PENDING:
+        return "duplicate"
+    if item.kind == WorkKind.RESUME:
+        return _run_resume(item)
+
+    claimed: dict = {}
+
+    def claim(execution: Execution, now: datetime) -> bool:
+        fresh = WorkItem.objects.get(pk=work_id)
+        # The lease covers the function's own time limit plus a grace; past it the sweeper
+        # declares the attempt lost (its worker died) and the engine re-runs or fails it.
+        lease = now + timedelta(seconds=_function_timeout(fresh) + settings.FLOWSITE_LEASE_GRACE)
+        won = WorkItem.objects.filter(pk=work_id, status=WorkStatus.PENDING).update(
+            status=WorkStatus.RUNNING, started_at=now, lease_until=lease, worker=WORKER_ID
+        )
+        claimed["item"] = fresh
+        return bool(won)
+
+    decision = _transition_started(item.execution_id, work_id, claim)
+    if decision is None:
+        return "lost-race"
+    if decision.ignored:
+        WorkItem.objects.filter(pk=work_id, status=WorkStatus.RUNNING).update(
+            status=WorkStatus.CANCELLED, finished_at=timezone.now()
+        )
+        return "stale"
+    fresh: WorkItem = claimed["item"]
+    from functions.services import invoke  # noqa: PLC0415
+
+    if fault("crash_in_task"):
+        os._exit(137)
+    result = invoke(
+        fresh.function_name,
+        fresh.payload,
+        request_id=f"{fresh.execution_id}-{fresh.entry_id}-{fresh.attempt}",
+        extra_context={"attempt": fresh.attempt},
+    )
+    if result.ok:
+        output = result.output
+        if fresh.invocation == "async" and fresh.mode == "RequestComplete":
+            output = {"Body": "", "StatusCode": 202, "Headers": {"x-fc-async-task-id": result.request_id}}
+        event = ev.TaskSucceeded(fresh.entry_id, fresh.attempt, output)
+    else:
+        event = ev.TaskFailed(fresh.entry_id, fresh.attempt, result.error, result.cause)
+
+    def finish(execution: Execution, now: datetime) -> bool:
+        return bool(
+            WorkItem.objects.filter(pk=work_id, status=WorkStatus.RUNNING).update(
+                status=WorkStatus.DONE, finished_at=now, error=(result.error or "")[:128]
+            )
+        )
+
+    done = transition(fresh.execution_id, event, claim=finish)
+    return "done" if done is not None else "result-discarded"
+
+
+def _function_timeout(item: WorkItem) -> float:
+    from functions.models import Function  # noqa: PLC0415 - app registry order
+
+    timeout = (
+        Function.objects.filter(name=item.function_name).values_list("timeout_seconds", flat=True).first()
+    )
+    return float(timeout or 60)
+
+
+def _transition_started(execution_id: int, work_id: int, claim) -> ev.Decision | None:
+    with transaction.atomic():
+        execution = (
+            Execution.objects.select_for_update().select_related("flow_version").filter(pk=execution_id).first()
+        )
+        if execution is None:
+            return None
+        now = timezone.now()
+        if not claim(execution, now):
+            return None
+        item = WorkItem.objects.get(pk=work_id)
+        return apply(execution, ev.TaskStarted(item.entry_id, item.attempt), now=now)
+
+
+def _run_resume(item: WorkItem) -> str:
+    def claim(execution: Execution, now: datetime) -> bool:
+        return bool(
+            WorkItem.objects.filter(pk=item.pk, status=WorkStatus.PENDING).update(
+                status=WorkStatus.DONE, started_at=now, finished_at=now, worker=WORKER_ID
+            )
+        )
+
+    decision = transition(item.execution_id, ev.Resume(), claim=claim)
+    return "resumed" if decision is not None else "lost-race"
+
+
+# --- the sweeper -------------------------------------------------------------------------------
+
+
+def sweep(*, batch: int = 500) -> dict:
+    """Fire due timers, reap lost attempts, re-publish unclaimed work. Safe to run anywhere and
+    concurrently: every action is a compare-and-set on the row it acts on."""
+    return {
+        "timers": fire_due_timers(batch=batch),
+        "lost": reap_lost_work(batch=batch),
+        "redispatched": redispatch_pending(batch=batch),
+    }
+
+
+def fire_due_timers(*, batch: int) -> int:
+    # Due-ness is judged by the database's clock (one clock for every machine).
+    due = list(
+        Timer.objects.filter(fired_at__isnull=True, due_at__lte=Now())
+        .order_by("due_at")
+        .values_list("pk", "execution_id", "key")[:batch]
+    )
+    fired = 0
+    for pk, execution_id, key in due:
+
+        def claim(execution: Execution, now: datetime, pk=pk) -> bool:
+            return bool(Timer.objects.filter(pk=pk, fired_at__isnull=True).update(fired_at=now))
+
+        if transition(execution_id, ev.TimerFired(key), claim=claim) is not None:
+            fired += 1
+    return fired
+
+
+def reap_lost_work(*, batch: int) -> int:
+    lost = list(
+        WorkItem.objects.filter(status=WorkStatus.RUNNING, lease_until__lte=Now())
+        .values_list("pk", "execution_id", "kind", "entry_id", "attempt")[:batch]
+    )
+    count = 0
+    for pk, execution_id, kind, entry_id, attempt in lost:
+
+        def claim(execution: Execution, now: datetime, pk=pk) -> bool:
+            return bool(
+                WorkItem.objects.filter(pk=pk, status=WorkStatus.RUNNING).update(
+                    status=WorkStatus.LOST, finished_at=now
+                )
+            )
+
+        if transition(execution_id, ev.TaskLost(entry_id, attempt), claim=claim) is not None:
+            count += 1
+            log.warning("work item %s (execution %s) lost its worker", pk, execution_id)
+    return count
+
+
+def redispatch_pending(*, batch: int) -> int:
+    now = timezone.now()
+    due = list(
+        WorkItem.objects.filter(status=WorkStatus.PENDING, next_dispatch_at__lte=Now())
+        .order_by("next_dispatch_at")
+        .values_list("pk", "dispatch_count")[:batch]
+    )
+    ids = []
+    for pk, count in due:
+        # Back off: an item still unclaimed after several sends is most likely stuck behind a
+        # long queue, and more copies would only make that queue longer.
+        delay = settings.FLOWSITE_REDISPATCH_AFTER * min(2**count, 32)
+        updated = WorkItem.objects.filter(pk=pk, status=WorkStatus.PENDING, dispatch_count=count).update(
+            dispatch_count=F("dispatch_count") + 1, next_dispatch_at=now + timedelta(seconds=delay)
+        )
+        if updated:
+            ids.append(pk)
+    if ids:
+        log.info("re-publishing %d unclaimed work items", len(ids))
+        dispatch(ids)
+    return len(ids)

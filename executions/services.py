@@ -1,0 +1,253 @@
+"""Writes on flows and executions: the one place the API views and the dashboard call.
+
+Each function is keyword-only, validates its input, raises :class:`flowsite.errors.ServiceError`
+with a stable ``code`` on refusal, and does its work in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from flowsite.errors import ServiceError
+
+from . import runtime
+from .engine import events as ev
+from .engine import machine
+from .engine.compiler import compile_definition
+from .engine.graph import DefinitionError, FlowGraph
+from .models import NAME_RE, Execution, ExecutionStatus, Flow, FlowVersion, TaskToken
+
+_name = re.compile(NAME_RE)
+
+
+def _check_name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not _name.match(value):
+        raise ServiceError(
+            f"{what} must be 1-128 letters, digits, '_' or '-', starting with a letter or '_'",
+            code="InvalidArgument",
+        )
+    return value
+
+
+def _check_json_size(value: Any, what: str) -> None:
+    size = machine.json_size(value)
+    limit = settings.FLOWSITE_MAX_PAYLOAD_BYTES
+    if size > limit:
+        raise ServiceError(
+            f"{what} is {size} bytes; the limit is {limit} bytes", code="EntityTooLarge", status=413
+        )
+
+
+# --- definitions -------------------------------------------------------------------------------
+
+
+def definition_compile(definition: Any) -> FlowGraph:
+    """Compile and validate a definition, or raise ``InvalidDefinition`` listing every problem."""
+    if not isinstance(definition, str):
+        raise ServiceError("definition must be the YAML (or JSON) text of the flow", code="InvalidArgument")
+    size = len(definition.encode())
+    limit = settings.FLOWSITE_MAX_DEFINITION_BYTES
+    if size > limit:
+        raise ServiceError(
+            f"the definition is {size} bytes; the limit is {limit} bytes", code="EntityTooLarge", status=413
+        )
+    from functions.models import Function  # noqa: PLC0415
+
+    try:
+        return compile_definition(
+            definition,
+            max_bytes=limit,
+            known_functions=set(Function.objects.values_list("name", flat=True)),
+        )
+    except DefinitionError as exc:
+        raise ServiceError(
+            f"the definition is invalid: {exc}",
+            code="InvalidDefinition",
+            errors=[d.as_dict() for d in exc.errors],
+        ) from None
+
+
+def _warnings(graph: FlowGraph) -> list[dict]:
+    return [d.as_dict() for d in graph.warnings]
+
+
+# --- flows -------------------------------------------------------------------------------------
+
+
+def flow_create(*, name: str, definition: str, description: str = "", user=None) -> Flow:
+    _check_name(name, "name")
+    graph = definition_compile(definition)
+    try:
+        with transaction.atomic():
+            flow = Flow.objects.create(
+                name=name, definition=definition, description=description or "", dialect=graph.dialect, version=1
+            )
+            FlowVersion.objects.create(
+                flow=flow, version=1, definition=definition, dialect=graph.dialect, created_by=_user(user)
+            )
+    except IntegrityError:
+        raise ServiceError(f"a flow named {name!r} already exists", code="FlowAlreadyExists", status=409) from None
+    flow.warnings = _warnings(graph)
+    return flow
+
+
+def flow_update(*, flow: Flow, definition: str | None = None, description: str | None = None, user=None) -> Flow:
+    """Change a flow. A new definition makes a new version; running executions keep theirs."""
+    with transaction.atomic():
+        flow = Flow.objects.select_for_update().get(pk=flow.pk)
+        flow.warnings = []
+        if definition is not None and definition != flow.definition:
+            graph = definition_compile(definition)
+            flow.version += 1
+            flow.definition = definition
+            flow.dialect = graph.dialect
+            FlowVersion.objects.create(
+                flow=flow, version=flow.version, definition=definition, dialect=graph.dialect, created_by=_user(user)
+            )
+            flow.warnings = _warnings(graph)
+        if description is not None:
+            flow.description = description
+        flow.save()
+    return flow
+
+
+def flow_delete(*, flow: Flow) -> None:
+    """Delete a flow with its versions, executions and history. Outstanding work items go with
+    them; a worker holding one finds nothing and drops it."""
+    flow.delete()
+
+
+def _user(user):
+    return user if user is not None and getattr(user, "is_authenticated", False) else None
+
+
+# --- executions --------------------------------------------------------------------------------
+
+
+def execution_start(*, flow: Flow, name: str | None = None, input: Any = None, user=None) -> tuple[Execution, bool]:
+    """Start an execution of the flow's current version.
+
+    Returns ``(execution, created)``. Same name while that execution runs: the running one
+    (``created`` False). Same name after it ended: ``ExecutionAlreadyExists`` (409).
+    """
+    if name is None or name == "":
+        name = uuid.uuid4().hex
+    _check_name(name, "name")
+    if input is None:
+        input = {}
+    if not isinstance(input, dict):
+        raise ServiceError("input must be a JSON object", code="InvalidArgument")
+    _check_json_size(input, "the input")
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            existing = Execution.objects.select_for_update().filter(flow=flow, name=name).first()
+            if existing is not None:
+                return _existing(existing), False
+            version = FlowVersion.objects.get(flow=flow, version=flow.version)
+            with transaction.atomic():  # savepoint: a concurrent start of the same name
+                execution = Execution.objects.create(
+                    flow=flow,
+                    flow_version=version,
+                    name=name,
+                    status=ExecutionStatus.STARTING,
+                    input=input,
+                    started_at=now,
+                    started_by=_user(user),
+                    state=machine.new_state(execution_name=name, flow_name=flow.name, input=input, now=now),
+                )
+            runtime.apply(execution, ev.Start(input), now=now)
+    except IntegrityError:
+        existing = Execution.objects.filter(flow=flow, name=name).first()
+        if existing is None:
+            raise
+        return _existing(existing), False
+    if runtime.fault("sleep_in_start_after_commit"):
+        import time  # noqa: PLC0415
+
+        time.sleep(2)
+    return execution, True
+
+
+def _existing(execution: Execution) -> Execution:
+    if execution.is_open:
+        return execution
+    raise ServiceError(
+        f"an execution named {execution.name!r} already ran ({execution.status}); use another name",
+        code="ExecutionAlreadyExists",
+        status=409,
+    )
+
+
+def execution_stop(*, execution: Execution, error: str = "", cause: str = "", user=None) -> Execution:
+    if not isinstance(error, str) or len(error) > 128:
+        raise ServiceError("error must be a string of at most 128 characters", code="InvalidArgument")
+    if not isinstance(cause, str) or len(cause) > 4096:
+        raise ServiceError("cause must be a string of at most 4096 characters", code="InvalidArgument")
+    decision = runtime.transition(execution.pk, ev.Stop(error=error, cause=cause))
+    execution.refresh_from_db()
+    if decision is None or decision.ignored:
+        raise ServiceError(
+            f"the execution is {execution.status}, not running", code="ExecutionNotRunning", status=409
+        )
+    return execution
+
+
+# --- callbacks ---------------------------------------------------------------------------------
+
+
+def _token_row(token: Any) -> TaskToken:
+    if not isinstance(token, str) or not token or len(token) > 512:
+        raise ServiceError("task_token must be a non-empty string", code="InvalidArgument")
+    row = TaskToken.objects.filter(token_hash=runtime.token_hash(token)).first()
+    if row is None:
+        raise ServiceError("no task has this token", code="TaskNotExist", status=404)
+    if not row.is_open:
+        raise ServiceError("the task was already completed", code="TaskAlreadyCompleted", status=409)
+    return row
+
+
+def _parse_output(output: Any) -> Any:
+    if isinstance(output, str):
+        try:
+            output = json.loads(output)
+        except ValueError:
+            raise ServiceError("output must be JSON (an object, or its text)", code="InvalidArgument") from None
+    _check_json_size(output, "the output")
+    return output
+
+
+def task_report_succeeded(*, token: str, output: Any) -> int:
+    """Complete a callback task. Returns the id of the history event it created."""
+    row = _token_row(token)
+    return _report(row, ev.CallbackSucceeded(token, _parse_output(output)))
+
+
+def task_report_failed(*, token: str, error: str, cause: str = "") -> int:
+    if not isinstance(error, str) or not 1 <= len(error) <= 128:
+        raise ServiceError("error must be 1-128 characters", code="InvalidArgument")
+    if not isinstance(cause, str) or len(cause) > 4096:
+        raise ServiceError("cause must be at most 4096 characters", code="InvalidArgument")
+    row = _token_row(token)
+    return _report(row, ev.CallbackFailed(token, error, cause))
+
+
+def task_heartbeat(*, token: str) -> None:
+    row = _token_row(token)
+    _report(row, ev.CallbackHeartbeat(token), needs_event=False)
+
+
+def _report(row: TaskToken, event, *, needs_event: bool = True) -> int:
+    decision = runtime.transition(row.execution_id, event)
+    if decision is None or decision.ignored:
+        raise ServiceError("the task was already completed", code="TaskAlreadyCompleted", status=409)
+    if not needs_event:
+        return 0
+    return decision.events[0]["event_id"] if decision.events else 0

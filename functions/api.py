@@ -1,0 +1,291 @@
+"""REST API for functions: ``/api/v1/functions/`` (views parse, call a service, render).
+
+Also holds the small helpers the executions API shares: :func:`model_errors` (Django
+``ValidationError`` from a service -> ``ServiceError``) and :func:`parse` (validate input with
+a serializer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import NON_FIELD_ERRORS
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.generics import GenericAPIView
+from rest_framework.parsers import BaseParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from flowsite.errors import ServiceError
+
+from . import services
+from .models import Function
+from .serializers import (
+    ErrorSerializer,
+    FunctionCreateSerializer,
+    FunctionErrorSerializer,
+    FunctionPatchSerializer,
+    FunctionReplaceSerializer,
+    FunctionSerializer,
+    InvocationResultSerializer,
+)
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers
+# --------------------------------------------------------------------------------------------
+
+
+def error_response(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+ERR_400 = error_response("InvalidArgument (wrong types or values) or MalformedJSON.")
+ERR_401 = error_response("Unauthenticated.")
+
+
+def parse(serializer_class: type[serializers.Serializer], data: Any, **kwargs) -> dict:
+    """Validate ``data`` (a request body or query dict); 400 InvalidArgument naming the field."""
+    serializer = serializer_class(data=data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+@contextmanager
+def model_errors(*, already_exists: str | None = None) -> Iterator[None]:
+    """Turn a Django ``ValidationError`` raised by a service's ``full_clean()`` into a
+    ``ServiceError``: 400 InvalidArgument with ``errors`` = [{path: field, line: null, message}].
+
+    A uniqueness error (``validate_unique`` in ``full_clean``) means the name is taken: with
+    ``already_exists`` set it becomes that code with status 409, the same answer the service
+    gives when the database's unique constraint trips in a race.
+    """
+    try:
+        yield
+    except DjangoValidationError as exc:
+        errors: list[dict[str, Any]] = []
+        unique = False
+        if hasattr(exc, "error_dict"):
+            for field, items in exc.error_dict.items():
+                path = "" if field == NON_FIELD_ERRORS else field
+                for item in items:
+                    unique = unique or item.code in ("unique", "unique_together")
+                    for message in item.messages:
+                        errors.append({"path": path, "line": None, "message": message})
+        else:
+            for item in exc.error_list:
+                for message in item.messages:
+                    errors.append({"path": "", "line": None, "message": message})
+        if unique and already_exists:
+            message = "; ".join(e["message"] for e in errors if e["message"])
+            raise ServiceError(message, code=already_exists, status=409) from None
+        first = errors[0] if errors else {"path": "", "message": "The request is invalid."}
+        message = f"{first['path']}: {first['message']}" if first["path"] else first["message"]
+        raise ServiceError(message, code="InvalidArgument", errors=errors) from None
+
+
+def check_same_name(data: dict, name: str) -> None:
+    """A body may repeat the resource's name (e.g. a GET body sent back) but not change it."""
+    given = data.pop("name", None)
+    if given is not None and given != name:
+        raise ServiceError(
+            "the name cannot be changed",
+            code="InvalidArgument",
+            errors=[{"path": "name", "line": None, "message": f"must be {name!r} (the URL's)"}],
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Functions
+# --------------------------------------------------------------------------------------------
+
+_NOT_FOUND = error_response("FunctionNotFound.")
+
+
+class FunctionListView(GenericAPIView):
+    """List (cursor-paginated, newest first) and create functions."""
+
+    queryset = Function.objects.all()
+    serializer_class = FunctionSerializer
+    filter_backends: list = []
+
+    @extend_schema(
+        operation_id="functions_list",
+        summary="List functions",
+        responses={200: FunctionSerializer(many=True), 400: ERR_400, 401: ERR_401},
+    )
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(FunctionSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="functions_create",
+        summary="Register a function",
+        request=FunctionCreateSerializer,
+        responses={
+            201: FunctionSerializer,
+            400: ERR_400,
+            401: ERR_401,
+            409: error_response("FunctionAlreadyExists."),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = parse(FunctionCreateSerializer, request.data)
+        with model_errors(already_exists="FunctionAlreadyExists"):
+            function = services.function_create(**data)
+        return Response(
+            FunctionSerializer(function).data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": f"{request.path.rstrip('/')}/{function.name}/"},
+        )
+
+
+class FunctionDetailView(APIView):
+    """One function: read, replace (PUT), change (PATCH), delete."""
+
+    @extend_schema(
+        operation_id="functions_retrieve",
+        summary="Get a function",
+        responses={200: FunctionSerializer, 401: ERR_401, 404: _NOT_FOUND},
+    )
+    def get(self, request: Request, name: str) -> Response:
+        return Response(FunctionSerializer(services.function_get(name)).data)
+
+    @extend_schema(
+        operation_id="functions_replace",
+        summary="Replace a function",
+        description="Omitted optional fields go back to their defaults.",
+        request=FunctionReplaceSerializer,
+        responses={200: FunctionSerializer, 400: ERR_400, 401: ERR_401, 404: _NOT_FOUND},
+    )
+    def put(self, request: Request, name: str) -> Response:
+        return self._update(request, name, FunctionReplaceSerializer)
+
+    @extend_schema(
+        operation_id="functions_update",
+        summary="Change some fields of a function",
+        request=FunctionPatchSerializer,
+        responses={200: FunctionSerializer, 400: ERR_400, 401: ERR_401, 404: _NOT_FOUND},
+    )
+    def patch(self, request: Request, name: str) -> Response:
+        return self._update(request, name, FunctionPatchSerializer)
+
+    def _update(self, request: Request, name: str, serializer_class) -> Response:
+        function = services.function_get(name)
+        data = parse(serializer_class, request.data)
+        check_same_name(data, name)
+        with model_errors():
+            function = services.function_update(function=function, **data)
+        return Response(FunctionSerializer(function).data)
+
+    @extend_schema(
+        operation_id="functions_destroy",
+        summary="Delete a function",
+        responses={204: None, 401: ERR_401, 404: _NOT_FOUND},
+    )
+    def delete(self, request: Request, name: str) -> Response:
+        services.function_delete(function=services.function_get(name))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RawBodyParser(BaseParser):
+    """Any content type: the invocation view reads ``request.body`` itself (this parser only
+    tells DRF, and the schema, that every media type is accepted)."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None) -> bytes:
+        return stream.read() if stream is not None else b""
+
+
+# How a failed Invocation is answered: error name -> (status, code). Anything else is the
+# handler's own failure (or a platform error about its result): 502 FunctionError.
+_INVOKE_ERRORS = {
+    services.ERR_NOT_FOUND: (404, "FunctionNotFound"),
+    services.ERR_TIMEOUT: (504, "FunctionTimeout"),
+}
+
+
+class FunctionInvokeView(APIView):
+    """Run a function synchronously with the request body as its event."""
+
+    parser_classes = [RawBodyParser]
+
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        # Read the body before authentication: SessionAuthentication's CSRF check reads
+        # request.POST, which for a multipart body would consume the stream and make
+        # request.body unreadable afterwards.
+        request._request.body  # noqa: B018 - cached on the HttpRequest
+        super().initial(request, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="functions_invoke",
+        summary="Invoke a function",
+        description=(
+            "The request body, exactly as sent (any JSON value, text or bytes), is the event "
+            "the handler gets. Runs synchronously, within the function's timeout."
+        ),
+        request={
+            "application/json": OpenApiTypes.ANY,
+            "text/plain": OpenApiTypes.STR,
+            "application/octet-stream": OpenApiTypes.BINARY,
+        },
+        responses={
+            200: InvocationResultSerializer,
+            401: ERR_401,
+            404: _NOT_FOUND,
+            413: error_response("EntityTooLarge: the event is over the task payload limit."),
+            502: OpenApiResponse(
+                FunctionErrorSerializer,
+                description="FunctionError: the handler raised, could not be loaded, or "
+                "returned something that is not JSON.",
+                examples=[
+                    OpenApiExample(
+                        "Handler raised",
+                        value={
+                            "code": "FunctionError",
+                            "message": "ValueError: bad input",
+                            "error": "ValueError",
+                            "cause": "bad input\nTraceback (most recent call last): ...",
+                            "request_id": "4f1c...",
+                        },
+                    )
+                ],
+            ),
+            504: OpenApiResponse(FunctionErrorSerializer, description="FunctionTimeout."),
+        },
+    )
+    def post(self, request: Request, name: str) -> Response:
+        function = services.function_get(name)
+        body = request.body
+        limit = settings.FLOWSITE_MAX_TASK_PAYLOAD_BYTES
+        if len(body) > limit:
+            raise ServiceError(
+                f"the event is {len(body)} bytes; the limit is {limit} bytes",
+                code="EntityTooLarge",
+                status=413,
+            )
+        result = services.invoke(function, body)
+        if result.ok:
+            return Response(
+                {
+                    "request_id": result.request_id,
+                    "result": result.output["Body"],
+                    "duration_ms": result.duration_ms,
+                }
+            )
+        status_code, code = _INVOKE_ERRORS.get(result.error, (502, "FunctionError"))
+        first_line = (result.cause or "").strip().splitlines()[:1]
+        message = f"{result.error}: {first_line[0]}" if first_line else result.error
+        raise ServiceError(
+            message,
+            code=code,
+            status=status_code,
+            extra={"error": result.error, "cause": result.cause, "request_id": result.request_id},
+        )

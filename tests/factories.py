@@ -1,0 +1,96 @@
+"""factory_boy factories for the project's models.
+
+Flows are made through ``executions.services.flow_create`` (so a ``FlowVersion`` exists and the
+definition is compiled), never with ``Flow.objects.create``.
+"""
+
+from __future__ import annotations
+
+import factory
+from django.contrib.auth import get_user_model
+
+from executions import services as execution_services
+from executions.models import Flow
+from functions.models import Function
+
+PASSWORD = "pw-factory-123456"
+
+# A flow that completes inline during the start request: output {"x": <input.a>}.
+PASS_FLOW = """\
+Type: StateMachine
+Name: pass
+SpecVersion: v1
+StartAt: P
+States:
+  - Type: Pass
+    Name: P
+    InputConstructor:
+      x.$: $Input.a
+    End: true
+"""
+
+# A flow that fails inline with error code "Boom".
+FAIL_FLOW = """\
+Type: StateMachine
+Name: fail
+SpecVersion: v1
+StartAt: F
+States:
+  - Type: Fail
+    Name: F
+    Code: Boom
+    Detail: it broke
+    End: true
+"""
+
+# A flow that stays Running (an hour's Wait): for stop and name reuse while running.
+WAIT_FLOW = """\
+Type: StateMachine
+Name: wait
+SpecVersion: v1
+StartAt: W
+States:
+  - Type: Wait
+    Name: W
+    Seconds: 3600
+    End: true
+"""
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
+    password = factory.django.Password(PASSWORD)
+
+
+class FunctionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Function
+
+    name = factory.Sequence(lambda n: f"fn{n}")
+    handler = "tests.api.test_functions.echo"
+    description = ""
+    timeout_seconds = 60
+
+
+class FlowFactory(factory.Factory):
+    """``FlowFactory(name=..., definition=...)`` -> a saved Flow with version 1."""
+
+    class Meta:
+        model = Flow
+
+    name = factory.Sequence(lambda n: f"flow{n}")
+    definition = PASS_FLOW
+    description = ""
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        return execution_services.flow_create(**kwargs)
+
+    @classmethod
+    def _build(cls, model_class, *args, **kwargs):
+        return model_class(**kwargs)
