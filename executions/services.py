@@ -138,7 +138,7 @@ def execution_start(*, flow: Flow, name: str | None = None, input: Any = None, u
     (``created`` False). Same name after it ended: ``ExecutionAlreadyExists`` (409).
     """
     if name is None or name == "":
-        name = uuid.uuid4().hex
+        name = f"run-{uuid.uuid4().hex[:20]}"  # names must start with a letter
     _check_name(name, "name")
     if input is None:
         input = {}

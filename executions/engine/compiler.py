@@ -33,7 +33,7 @@ import math
 import re
 from collections import deque
 from collections.abc import Callable, Collection, Container, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -450,7 +450,7 @@ class _Compiler:
                                  f"{self.max_states} are allowed")  # fmt: skip
         if self.errors or graph is None:
             raise DefinitionError(_sorted(self.errors))
-        return graph
+        return replace(graph, warnings=tuple(_sorted(self.warnings)))
 
     def unknown_dialect(self, data: dict) -> None:
         expected = (
@@ -489,7 +489,6 @@ class _Compiler:
             scopes=self.scopes,
             functions=frozenset(self.functions),
             queues=frozenset(self.queues),
-            warnings=tuple(_sorted(self.warnings)),
         )
 
     def cf_scope(self, obj: dict, obj_path: _Path, scope_id: str) -> Scope:
@@ -575,13 +574,17 @@ class _Compiler:
             has_next = "Next" in item
             if has_next and end:
                 self.error(path / "End", "a state cannot have both Next and End: true")
-            elif not has_next and not end:
+            elif not has_next and not end and "End" not in item:
                 self.error(path / "Next", "Next is required (or End: true to end the scope)")
+            elif not has_next and end is False:
+                self.error(path / "End", "End: false needs a Next")
             if next_ is not None and not end:
                 kwargs["next"] = next_
                 built.edges.append((next_, path / "Next"))
             else:
-                built.terminal = bool(end)
+                # End: true, or a Next/End already reported as wrong: either way, don't pile
+                # "unreachable"/"can never end" on top of it.
+                built.terminal = True
         if "Retry" in item and "Retry" in allowed:
             kwargs["retry"] = self.cf_retry(item["Retry"], path / "Retry")
         if "Catch" in item and "Catch" in allowed:
@@ -904,7 +907,6 @@ class _Compiler:
             scopes=self.scopes,
             functions=frozenset(self.functions),
             queues=frozenset(self.queues),
-            warnings=tuple(_sorted(self.warnings)),
         )
 
     def lg_scope(self, obj: dict, obj_path: _Path, scope_id: str) -> Scope:
