@@ -703,7 +703,9 @@ class _Compiler:
             elif "body" in params:
                 body = self.template(params["body"], params_path / "body")
             elif "body.$" in params:
-                body = self.template({"$": params["body.$"]}, params_path / "body.$")
+                # an expression for the whole body: the template {"$": expr}, whose errors
+                # then read "...Parameters.body.$", just where the user wrote it
+                body = self.template({"$": params["body.$"]}, params_path.key("body.$", "body"))
         task = TaskSpec(
             target="function", resource=arn, function=function, mode=mode,
             invocation=invocation, body=body, timeout_seconds=timeout,
@@ -1137,13 +1139,14 @@ class _Compiler:
             self.error(path / "goto", f"{what} has either steps or goto, not both")
         elif "steps" not in obj and "goto" not in obj:
             self.error(path, f"{what} needs steps or goto")
-        goto = self.get(obj, "goto", path, "string")
-        if goto is not None:
-            built.edges.append((goto, path / "goto"))
         scope = None
         if "steps" in obj:
             scope = self.lg_scope(obj, path, path.text)
-        return ChoiceTarget(next=None if scope is not None else goto, scope=scope)
+            return ChoiceTarget(scope=scope)
+        goto = self.get(obj, "goto", path, "string")
+        if goto is not None:
+            built.edges.append((goto, path / "goto"))
+        return ChoiceTarget(next=goto)
 
     def lg_parallel(self, item, path, name, following, last) -> _Built:
         kwargs, built = self.lg_common(item, path, name, "parallel", following, last)
@@ -1300,13 +1303,8 @@ def _sorted(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
 
 
 def _expression_message(exc: ExpressionError) -> str:
-    message = getattr(exc, "message", None) or str(exc)
-    offset = getattr(exc, "offset", None)
-    expression = getattr(exc, "expression", None)
-    if expression is not None and expression not in message:
-        where = f" at position {offset + 1}" if offset is not None else ""
-        message = f"{message}{where} in {expression!r}"
-    return message
+    """``"unknown function 'nosuch' at offset 0 in expression 'nosuch($Input)'"``."""
+    return str(exc)
 
 
 def _resolve_subpath(base: _Path, value: Any, text: str) -> tuple:

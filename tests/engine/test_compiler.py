@@ -1491,7 +1491,7 @@ def test_legacy_errors():
     assert got["steps[5].timestamp"] == "a wait step needs exactly one of duration and timestamp"
     assert got["steps[6].iterationMapping.collection"] == "collection is required"
     assert got["steps[6].steps"] == "steps must not be empty"
-    assert find(errors, "steps[1].pattern").line == 10
+    assert find(errors, "steps[1].pattern").line == 9
 
 
 def test_legacy_goto_must_name_a_sibling():
