@@ -95,6 +95,30 @@ def changelist_link(model, params: dict[str, Any], text: Any) -> str:
     return format_html('<a href="{}?{}">{}</a>', url, urlencode(params), text)
 
 
+class SummarizedDeleteMixin:
+    """Deleting a flow or an execution cascades to its runtime rows (history, work items…),
+    which can be tens of thousands: the confirmation page lists the objects chosen and only
+    *counts* what goes with them. Permission is judged on the chosen objects alone: the runtime
+    rows are read-only on their own pages, but they go with their execution."""
+
+    def deletion_counts(self, objs: list) -> dict[Any, int]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def deletion_label(self, obj) -> Any:
+        return admin_link(obj)
+
+    def get_deleted_objects(self, objs, request):
+        objs = list(objs)
+        opts = self.model._meta
+        to_delete = [self.deletion_label(obj) for obj in objs]
+        model_count = {opts.verbose_name_plural: len(objs)}
+        for model, count in self.deletion_counts(objs).items():
+            if count:
+                model_count[model._meta.verbose_name_plural] = count
+        perms_needed = set() if self.has_delete_permission(request) else {opts.verbose_name}
+        return to_delete, model_count, perms_needed, []
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """View-only: the engine owns these rows."""
 
@@ -130,15 +154,21 @@ class FlowForm(forms.ModelForm):
     class Meta:
         model = Flow
         fields = ["name", "description", "definition"]
-        widgets = {
-            "definition": forms.Textarea(
-                attrs={"rows": 30, "cols": 100, "spellcheck": "false", "style": "font-family: monospace"}
-            ),
-            "description": forms.Textarea(attrs={"rows": 3, "cols": 100}),
-        }
+        widgets = {"description": forms.Textarea(attrs={"rows": 3, "cols": 100})}
+
+    definition = forms.CharField(
+        # Kept exactly as typed (no strip), apart from the browser's CRLF line ends, so saving an
+        # unchanged definition makes no new version.
+        strip=False,
+        widget=forms.Textarea(
+            attrs={"rows": 30, "cols": 100, "spellcheck": "false", "style": "font-family: monospace"}
+        ),
+        help_text="CloudFlow FDL (Type: StateMachine) or legacy FnF FDL (version: v1, type: flow), "
+        "as YAML or JSON. It is validated before it is saved; a change makes a new version.",
+    )
 
     def clean_definition(self) -> str:
-        definition = self.cleaned_data.get("definition", "")
+        definition = self.cleaned_data.get("definition", "").replace("\r\n", "\n")
         try:
             self.compiled = services.definition_compile(definition)
         except ServiceError as exc:
@@ -183,7 +213,7 @@ class FlowVersionInline(admin.TabularInline):
 
 
 @admin.register(Flow)
-class FlowAdmin(admin.ModelAdmin):
+class FlowAdmin(SummarizedDeleteMixin, admin.ModelAdmin):
     form = FlowForm
     list_display = ["name", "dialect", "version", "updated_at", "created_at", "executions_link"]
     list_filter = ["dialect", "updated_at", "created_at"]
@@ -239,6 +269,17 @@ class FlowAdmin(admin.ModelAdmin):
             where = warning.get("path") or "<document>"
             self.message_user(request, f"warning: {where}: {warning.get('message')}", messages.WARNING)
 
+    def deletion_counts(self, objs: list[Flow]) -> dict[Any, int]:
+        return {
+            FlowVersion: FlowVersion.objects.filter(flow__in=objs).count(),
+            Execution: Execution.objects.filter(flow__in=objs).count(),
+            HistoryEvent: HistoryEvent.objects.filter(execution__flow__in=objs).count(),
+            WorkItem: WorkItem.objects.filter(execution__flow__in=objs).count(),
+            Timer: Timer.objects.filter(execution__flow__in=objs).count(),
+            TaskToken: TaskToken.objects.filter(execution__flow__in=objs).count(),
+            QueueMessage: QueueMessage.objects.filter(execution__flow__in=objs).count(),
+        }
+
     def delete_model(self, request, obj: Flow) -> None:
         services.flow_delete(flow=obj)
 
@@ -271,7 +312,7 @@ class FlowVersionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Execution)
-class ExecutionAdmin(admin.ModelAdmin):
+class ExecutionAdmin(SummarizedDeleteMixin, admin.ModelAdmin):
     """Executions are view-only (the engine owns them); they can be stopped or, once finished,
     deleted."""
 
@@ -352,6 +393,21 @@ class ExecutionAdmin(admin.ModelAdmin):
         opts = self.opts
         return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
 
+    def deletion_counts(self, objs: list[Execution]) -> dict[Any, int]:
+        finished = [e for e in objs if not e.is_open]  # running ones are kept (delete_queryset)
+        return {
+            HistoryEvent: HistoryEvent.objects.filter(execution__in=finished).count(),
+            WorkItem: WorkItem.objects.filter(execution__in=finished).count(),
+            Timer: Timer.objects.filter(execution__in=finished).count(),
+            TaskToken: TaskToken.objects.filter(execution__in=finished).count(),
+            QueueMessage: QueueMessage.objects.filter(execution__in=finished).count(),
+        }
+
+    def deletion_label(self, obj: Execution) -> Any:
+        if obj.is_open:
+            return format_html("{} ({}: will be kept, stop it first)", admin_link(obj), obj.status)
+        return admin_link(obj)
+
     def delete_queryset(self, request, queryset: QuerySet[Execution]) -> None:
         running = queryset.filter(status__in=ExecutionStatus.open())
         skipped = running.count()
@@ -363,7 +419,8 @@ class ExecutionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Stop selected executions", permissions=["stop"])
     def stop_executions(self, request, queryset: QuerySet[Execution]) -> None:
-        stopped = skipped = 0
+        stopped = 0
+        skipped = queryset.exclude(status__in=ExecutionStatus.open()).count()
         for execution in queryset.filter(status__in=ExecutionStatus.open()).order_by("pk"):
             try:
                 services.execution_stop(
@@ -375,7 +432,6 @@ class ExecutionAdmin(admin.ModelAdmin):
                 skipped += 1  # it finished between the query and the stop
             else:
                 stopped += 1
-        skipped += queryset.exclude(status__in=ExecutionStatus.open()).count()
         if stopped:
             self.message_user(request, f"Stopped {stopped} execution(s).", messages.SUCCESS)
         if skipped:

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import uuid
 from queue import Empty
-from time import monotonic
+from time import monotonic, monotonic_ns
 
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
@@ -52,12 +53,28 @@ PIDBOX_MAX_AGE = 300.0
 _GC_EVERY = 30.0
 
 
-def _message_age(name: str, now_ms: int) -> float | None:
-    """Age in seconds of a message file named ``<monotonic ms>_<uuid>.<queue>.msg``."""
+_last_stamp = 0
+_stamp_lock = threading.Lock()
+
+
+def _next_stamp() -> int:
+    """Strictly increasing (per process) monotonic nanoseconds: the FIFO key of a message.
+
+    CLOCK_MONOTONIC is shared by all processes of the host, so names sort in publish order
+    across processes too (up to clock resolution).
+    """
+    global _last_stamp
+    with _stamp_lock:
+        _last_stamp = max(monotonic_ns(), _last_stamp + 1)
+        return _last_stamp
+
+
+def _message_age(name: str, now_ns: int) -> float | None:
+    """Age in seconds of a message file named ``<monotonic ns>_<uuid>.<queue>.msg``."""
     stamp = name.partition("_")[0]
     if not stamp.isdigit():
         return None
-    return (now_ms - int(stamp)) / 1000.0
+    return (now_ns - int(stamp)) / 1e9
 
 
 def register() -> None:
@@ -89,7 +106,9 @@ class Channel(filesystem.Channel):
 
     def _put(self, queue, payload, **kwargs):
         """Put ``payload`` onto ``queue``: write a temporary file, then rename it into place."""
-        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        # Zero-padded so that the lexical sort in _get is FIFO order (the stock transport uses
+        # unpadded milliseconds, so messages of one millisecond come out in random order).
+        name = f"{_next_stamp():020d}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         tmp = os.path.join(self.data_folder_out, f"{_TMP_PREFIX}{uuid.uuid4().hex}")
         data = str_to_bytes(dumps(payload))
@@ -139,12 +158,12 @@ class Channel(filesystem.Channel):
         raise Empty()
 
     def _collect_stale_pidbox(self, names: list[str]) -> None:
-        now_ms = int(round(monotonic() * 1000))
+        now_ns = monotonic_ns()
         for name in names:
             queue_part = name.partition(".")[2]
             if not queue_part.endswith(".pidbox.msg"):
                 continue
-            age = _message_age(name, now_ms)
+            age = _message_age(name, now_ns)
             if age is not None and age > PIDBOX_MAX_AGE:
                 # (consumed or collected by another process meanwhile: fine)
                 with contextlib.suppress(OSError):

@@ -68,7 +68,7 @@ class FunctionAdmin(admin.ModelAdmin):
                 services.resolve_handler(function.handler)
             except Exception as exc:  # noqa: BLE001 - any import problem is reported
                 self.message_user(
-                    request, f"{function.name}: cannot load {function.handler}: {type(exc).__name__}: {exc}", messages.ERROR
+                    request, f"Function {function.name}: cannot load {function.handler}: {type(exc).__name__}: {exc}", messages.ERROR
                 )
             else:
                 ok += 1

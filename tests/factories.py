@@ -6,8 +6,11 @@ definition is compiled), never with ``Flow.objects.create``.
 
 from __future__ import annotations
 
+import functools
+
 import factory
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 
 from executions import services as execution_services
 from executions.models import Flow
@@ -57,6 +60,11 @@ States:
 """
 
 
+@functools.cache
+def _password_hash() -> str:
+    return make_password(PASSWORD)
+
+
 class UserFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = get_user_model()
@@ -64,7 +72,8 @@ class UserFactory(factory.django.DjangoModelFactory):
 
     username = factory.Sequence(lambda n: f"user{n}")
     email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
-    password = factory.django.Password(PASSWORD)
+    # Hashed once: PBKDF2 with Django's iteration count takes ~0.5 s per user.
+    password = factory.LazyFunction(lambda: _password_hash())
 
 
 class FunctionFactory(factory.django.DjangoModelFactory):

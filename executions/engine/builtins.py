@@ -42,7 +42,7 @@ import random
 import uuid as _uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
@@ -87,6 +87,9 @@ class BuiltinError(Exception):
         super().__init__(message, offset)
         self.message = message
         self.offset = offset
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.offset))
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,10 +193,18 @@ class EvalContext:
     def check_array_length(self, length: int) -> None:
         """Call *before* building an array (or object) of ``length`` elements."""
         if length > self.max_array:
-            raise BuiltinError(
-                f"array too long ({length} elements; the limit is {self.max_array})"
-            )
+            raise BuiltinError(f"array too long ({length} elements; the limit is {self.max_array})")
         self.charge(length + 1)
+
+
+# Exact types whose values need no copying, checking or recursion. Container elements of
+# these types take a fast path in the helpers below (most JSON data is such scalars), and the
+# container is charged once for all its elements.
+_PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _too_deep() -> BuiltinError:
+    return BuiltinError(f"value nested too deeply (more than {MAX_VALUE_DEPTH} levels)")
 
 
 def copy_json(value: Any, ctx: EvalContext | None = None, _depth: int = 0) -> Any:
@@ -201,37 +212,40 @@ def copy_json(value: Any, ctx: EvalContext | None = None, _depth: int = 0) -> An
 
     Also validates: tuples become lists; object keys must be strings; floats must be finite;
     anything that is not JSON raises :class:`BuiltinError`. With ``ctx`` it charges one unit
-    per node, which is what stops a result built from shared references (``toArray(x, x, …)``
-    nested ten deep) from being expanded without limit.
+    per element, which is what stops a result built from many references to one large value
+    (``toArray($Input.big, $Input.big, …)``) from being expanded without limit.
     """
-    if _depth > MAX_VALUE_DEPTH:
-        raise BuiltinError(f"value nested too deeply (more than {MAX_VALUE_DEPTH} levels)")
-    if ctx is not None:
-        ctx.charge(1)
-    if value is None or isinstance(value, (bool, str, int)):
+    if type(value) in _PLAIN_SCALARS:
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise BuiltinError("not a JSON value: non-finite number")
         return value
+    if isinstance(value, (str, int)):  # subclasses, e.g. an IntEnum or a bool
+        return value
+    if _depth >= MAX_VALUE_DEPTH:
+        raise _too_deep()
     if isinstance(value, (list, tuple)):
-        return [copy_json(item, ctx, _depth + 1) for item in value]
+        if ctx is not None:
+            ctx.charge(len(value) + 1)
+        return [
+            item if type(item) in _PLAIN_SCALARS else copy_json(item, ctx, _depth + 1)
+            for item in value
+        ]
     if isinstance(value, dict):
+        if ctx is not None:
+            ctx.charge(len(value) + 1)
         out: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise BuiltinError(f"not a JSON value: object key {key!r} is not a string")
-            out[key] = copy_json(item, ctx, _depth + 1)
+            out[key] = item if type(item) in _PLAIN_SCALARS else copy_json(item, ctx, _depth + 1)
         return out
     raise BuiltinError(f"not a JSON value: {type(value).__name__}")
 
 
 def json_equal(a: Any, b: Any, ctx: EvalContext | None = None, _depth: int = 0) -> bool:
     """Deep JSON equality: ``1 == 1.0``, ``true != 1``, ``null == null``, key order ignored."""
-    if _depth > MAX_VALUE_DEPTH:
-        raise BuiltinError(f"value nested too deeply (more than {MAX_VALUE_DEPTH} levels)")
-    if ctx is not None:
-        ctx.charge(1)
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a is b
     if is_number(a) and is_number(b):
@@ -240,15 +254,35 @@ def json_equal(a: Any, b: Any, ctx: EvalContext | None = None, _depth: int = 0) 
         return a is None and b is None
     if isinstance(a, str) or isinstance(b, str):
         return isinstance(a, str) and isinstance(b, str) and a == b
+    if _depth >= MAX_VALUE_DEPTH:
+        raise _too_deep()
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(
-            json_equal(x, y, ctx, _depth + 1) for x, y in zip(a, b, strict=True)
-        )
+        if len(a) != len(b):
+            return False
+        if ctx is not None:
+            ctx.charge(len(a) + 1)
+        for x, y in zip(a, b, strict=True):
+            kind = type(x)
+            if kind is type(y) and kind in _PLAIN_SCALARS:
+                if x != y:  # same exact type: Python equality is JSON equality
+                    return False
+            elif not json_equal(x, y, ctx, _depth + 1):
+                return False
+        return True
     if isinstance(a, dict) and isinstance(b, dict):
         if len(a) != len(b):
             return False
-        for key, item in a.items():
-            if key not in b or not json_equal(item, b[key], ctx, _depth + 1):
+        if ctx is not None:
+            ctx.charge(len(a) + 1)
+        for key, x in a.items():
+            if key not in b:
+                return False
+            y = b[key]
+            kind = type(x)
+            if kind is type(y) and kind in _PLAIN_SCALARS:
+                if x != y:
+                    return False
+            elif not json_equal(x, y, ctx, _depth + 1):
                 return False
         return True
     return False
@@ -260,9 +294,6 @@ def _json_key(value: Any, ctx: EvalContext, _depth: int = 0) -> Any:
     Numbers share one tag, so ``1`` and ``1.0`` compare (and hash) equal, as Python already
     guarantees for int/float; booleans get their own tag so ``true`` is not ``1``.
     """
-    if _depth > MAX_VALUE_DEPTH:
-        raise BuiltinError(f"value nested too deeply (more than {MAX_VALUE_DEPTH} levels)")
-    ctx.charge(1)
     if value is None:
         return ("z",)
     if isinstance(value, bool):
@@ -271,28 +302,49 @@ def _json_key(value: Any, ctx: EvalContext, _depth: int = 0) -> Any:
         return ("n", value)
     if isinstance(value, str):
         return ("s", value)
+    if _depth >= MAX_VALUE_DEPTH:
+        raise _too_deep()
     if isinstance(value, (list, tuple)):
-        return ("a", tuple(_json_key(item, ctx, _depth + 1) for item in value))
+        ctx.charge(2 * len(value) + 1)  # building keys costs about twice a plain copy
+        keys = []
+        for item in value:
+            kind = type(item)
+            if kind is str:
+                keys.append(("s", item))
+            elif kind is int or kind is float:
+                keys.append(("n", item))
+            else:
+                keys.append(_json_key(item, ctx, _depth + 1))
+        return ("a", tuple(keys))
     if isinstance(value, dict):
+        ctx.charge(2 * len(value) + 1)
         return ("o", frozenset((k, _json_key(v, ctx, _depth + 1)) for k, v in value.items()))
     raise BuiltinError(f"not a JSON value: {type(value).__name__}")
 
 
 def _measure(value: Any, ctx: EvalContext, _depth: int = 0) -> int:
-    """Roughly the length of ``value``'s compact JSON text, charging ``ctx`` per node.
+    """Roughly the length of ``value``'s compact JSON text, charging ``ctx`` per element.
 
     Run before handing a value to ``json.dumps``: the C encoder cannot be interrupted, so a
-    structure of shared references that expands to billions of nodes must be refused first.
+    value that would expand to millions of nodes must be refused first.
     """
-    if _depth > MAX_VALUE_DEPTH:
-        raise BuiltinError(f"value nested too deeply (more than {MAX_VALUE_DEPTH} levels)")
-    ctx.charge(1)
     if isinstance(value, str):
         ctx.charge(len(value) // 64)
         return len(value) + 2
+    if _depth >= MAX_VALUE_DEPTH:
+        raise _too_deep()
     if isinstance(value, (list, tuple)):
-        return 2 + sum(_measure(item, ctx, _depth + 1) + 1 for item in value)
+        ctx.charge(len(value) + 1)
+        size = 2
+        for item in value:
+            kind = type(item)
+            if kind is int or kind is bool or item is None:
+                size += 8
+            else:
+                size += _measure(item, ctx, _depth + 1) + 1
+        return size
     if isinstance(value, dict):
+        ctx.charge(len(value) + 1)
         return 2 + sum(len(k) + 4 + _measure(v, ctx, _depth + 1) for k, v in value.items())
     return 8
 
@@ -422,8 +474,7 @@ def _fn_regex_match_string(args: list[Any], ctx: EvalContext) -> bool:
     text = _want_string(args, 1, " (the input)")
     if len(pattern) > MAX_REGEX_PATTERN_LENGTH:
         raise BuiltinError(
-            f"pattern too long ({len(pattern)} characters; the limit is "
-            f"{MAX_REGEX_PATTERN_LENGTH})"
+            f"pattern too long ({len(pattern)} characters; the limit is {MAX_REGEX_PATTERN_LENGTH})"
         )
     if len(text) > MAX_REGEX_INPUT_LENGTH:
         raise BuiltinError(
@@ -472,11 +523,13 @@ def _fn_random_int(args: list[Any], ctx: EvalContext) -> int:
 
 def _fn_array_contains(args: list[Any], ctx: EvalContext) -> bool:
     array = _want_array(args, 0)
+    ctx.charge(len(array) + 1)
     return any(json_equal(item, args[1], ctx) for item in array)
 
 
 def _fn_array_unique(args: list[Any], ctx: EvalContext) -> list[Any]:
     array = _want_array(args, 0)
+    ctx.charge(len(array))
     seen: set[Any] = set()
     out = []
     for item in array:
@@ -509,9 +562,12 @@ def _fn_array_range(args: list[Any], ctx: EvalContext) -> list[int]:
     step = _want_integer(args, 2) if len(args) > 2 else 1
     if step == 0:
         raise BuiltinError("the step must not be 0")
-    values = range(start, end + (1 if step > 0 else -1), step)
-    ctx.check_array_length(len(values))  # len(range) is O(1): refuse before building
-    return [check_int(v) for v in values]
+    if step > 0:
+        count = (end - start) // step + 1 if end >= start else 0
+    else:
+        count = (start - end) // -step + 1 if start >= end else 0
+    ctx.check_array_length(count)  # refuse before building anything
+    return [check_int(start + i * step) for i in range(count)]
 
 
 def _fn_array_partition(args: list[Any], ctx: EvalContext) -> list[list[Any]]:
@@ -626,21 +682,21 @@ def _fn_json_merge(args: list[Any], ctx: EvalContext) -> dict[str, Any]:
 
 
 def _fn_string_to_upper(args: list[Any], ctx: EvalContext) -> str:
-    text = _want_string(args, 0)
-    ctx.check_string_length(len(text) * 3)  # upper() can grow a string ('ß' → 'SS')
-    return text.upper()
+    result = _want_string(args, 0).upper()
+    ctx.check_string_length(len(result))  # upper() can grow a string ('ß' → 'SS')
+    return result
 
 
 def _fn_string_to_lower(args: list[Any], ctx: EvalContext) -> str:
-    text = _want_string(args, 0)
-    ctx.check_string_length(len(text) * 3)
-    return text.lower()
+    result = _want_string(args, 0).lower()
+    ctx.check_string_length(len(result))
+    return result
 
 
 def _fn_now(args: list[Any], ctx: EvalContext) -> str:
     now = ctx.now
     # A naive datetime is taken to be UTC already (the engine passes aware UTC datetimes).
-    now = now.replace(tzinfo=timezone.utc) if now.tzinfo is None else now.astimezone(timezone.utc)
+    now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
     return f"{now:%Y-%m-%dT%H:%M:%S}.{now.microsecond // 1000:03d}Z"
 
 
@@ -663,7 +719,7 @@ class Builtin:
         return count >= self.min_args and (self.max_args is None or count <= self.max_args)
 
     def arity_message(self) -> str:
-        """"function format takes at least 1 argument", "… takes 2 arguments", …"""
+        """ "function format takes at least 1 argument", "… takes 2 arguments", …"""
         lo, hi = self.min_args, self.max_args
 
         def plural(n: int) -> str:
@@ -829,7 +885,9 @@ class _RegexParser:
             while self.i < len(p):
                 c = p[self.i]
                 if c in "*+?":
-                    bounds: tuple[int, int | None] = {"*": (0, None), "+": (1, None), "?": (0, 1)}[c]
+                    bounds: tuple[int, int | None] = {"*": (0, None), "+": (1, None), "?": (0, 1)}[
+                        c
+                    ]
                     self.i += 1
                 elif c == "{" and (rep := self.repeat_at(self.i)) is not None:
                     bounds, self.i = rep[:2], rep[2]
@@ -892,7 +950,11 @@ class _RegexParser:
         inner = flags
         if p.startswith("?", self.i):
             self.i += 1
-            if p.startswith("P<", self.i) or (p.startswith("<", self.i) and not p.startswith("<=", self.i) and not p.startswith("<!", self.i)):
+            if p.startswith("P<", self.i) or (
+                p.startswith("<", self.i)
+                and not p.startswith("<=", self.i)
+                and not p.startswith("<!", self.i)
+            ):
                 end = p.find(">", self.i)
                 if end < 0:
                     raise self.fail("unterminated group name")
@@ -1131,7 +1193,10 @@ def _regex_compile_cached(pattern: str) -> _RegexProgram | str:
     except _RegexSyntaxError as exc:
         return str(exc)
     if _regex_size(tree) > MAX_REGEX_PROGRAM_SIZE:
-        return f"invalid pattern: too large once repetitions are expanded (limit {MAX_REGEX_PROGRAM_SIZE})"
+        return (
+            "invalid pattern: too large once repetitions are expanded "
+            f"(limit {MAX_REGEX_PROGRAM_SIZE})"
+        )
     code: list[tuple[Any, ...]] = []
     _regex_emit(tree, code)
     code.append((_MATCH,))

@@ -183,34 +183,52 @@ def _fc_function(arn: str) -> str | None:
 
 # --- field sets -----------------------------------------------------------------------------
 
-_CF_TOP = {"Type", "Name", "SpecVersion", "StartAt", "States", "Description"}
-_CF_COMMON = {"Name", "Type", "Description"}
-_CF_FLOW = {"Next", "End"}
-_CF_IN = {"InputConstructor"}
-_CF_IN_OUT = {"InputConstructor", "OutputConstructor"}
-_CF_ALL_CONS = {"InputConstructor", "OutputConstructor", "GlobalConstructor"}
-_CF_ERRORS = {"Retry", "Catch"}
-_CF_DISTRIBUTED = ("ItemReader", "ItemBatcher", "ResultWriter", "MaxItems",
-                   "ToleratedFailedCount", "ToleratedFailedPercentage")  # fmt: skip
+
+def _fields(*groups: str) -> set[str]:
+    """``_fields("Name Type", "Next End")`` → ``{"Name", "Type", "Next", "End"}``."""
+    return {name for group in groups for name in group.split()}
+
+
+_CF_TOP = _fields("Type Name SpecVersion StartAt States Description")
+_CF_COMMON = "Name Type Description"
+_CF_FLOW = "Next End"
+_CF_ALL_CONS = "InputConstructor OutputConstructor GlobalConstructor"
+_CF_ERRORS = "Retry Catch"
+_CF_DISTRIBUTED = (
+    "ItemReader",
+    "ItemBatcher",
+    "ResultWriter",
+    "MaxItems",
+    "ToleratedFailedCount",
+    "ToleratedFailedPercentage",
+)
 _CF_FIELDS: dict[str, set[str]] = {
-    "Task": _CF_COMMON | _CF_FLOW | _CF_ALL_CONS | _CF_ERRORS
-    | {"Action", "TaskMode", "Parameters", "Timeout", "HeartbeatSeconds"},
-    "Pass": _CF_COMMON | _CF_FLOW | _CF_ALL_CONS,
-    "Wait": _CF_COMMON | _CF_FLOW | _CF_IN_OUT | {"Seconds", "Seconds.$", "Timestamp", "Timestamp.$"},
-    "Choice": _CF_COMMON | _CF_IN | {"Branches", "Default"},
-    "Parallel": _CF_COMMON | _CF_FLOW | _CF_ALL_CONS | _CF_ERRORS | {"Branches"},
-    "Map": _CF_COMMON | _CF_FLOW | _CF_ALL_CONS | _CF_ERRORS
-    | {"ItemsPath", "Processor", "ItemProcessor", "MaxConcurrency", "MaxConcuccency",
-       "ItemConstructor", "ProcessorConfig", *_CF_DISTRIBUTED},  # fmt: skip
-    "Succeed": _CF_COMMON | _CF_IN_OUT | {"End"},
-    "Fail": _CF_COMMON | _CF_IN_OUT | {"End", "Code", "Detail"},
-}
+    "Task": _fields(
+        _CF_COMMON, _CF_FLOW, _CF_ALL_CONS, _CF_ERRORS,
+        "Action TaskMode Parameters Timeout HeartbeatSeconds",
+    ),
+    "Pass": _fields(_CF_COMMON, _CF_FLOW, _CF_ALL_CONS),
+    "Wait": _fields(
+        _CF_COMMON, _CF_FLOW, "InputConstructor OutputConstructor",
+        "Seconds Seconds.$ Timestamp Timestamp.$",
+    ),
+    "Choice": _fields(_CF_COMMON, "InputConstructor Branches Default"),
+    "Parallel": _fields(_CF_COMMON, _CF_FLOW, _CF_ALL_CONS, _CF_ERRORS, "Branches"),
+    "Map": _fields(
+        _CF_COMMON, _CF_FLOW, _CF_ALL_CONS, _CF_ERRORS, *_CF_DISTRIBUTED,
+        "ItemsPath Processor ItemProcessor MaxConcurrency MaxConcuccency ItemConstructor "
+        "ProcessorConfig",
+    ),
+    "Succeed": _fields(_CF_COMMON, "End InputConstructor OutputConstructor"),
+    "Fail": _fields(_CF_COMMON, "End InputConstructor OutputConstructor Code Detail"),
+}  # fmt: skip
 _CF_ANY_FIELD = set().union(*_CF_FIELDS.values())
 _CF_TYPES_WITH: dict[str, list[str]] = {
     name: [t for t, fields in _CF_FIELDS.items() if name in fields] for name in _CF_ANY_FIELD
 }
-_CF_RETRY_FIELDS = {"Errors", "Description", "MaxAttempts", "IntervalSeconds", "BackoffRate",
-                    "MaxBackoffSeconds"}  # fmt: skip
+_CF_RETRY_FIELDS = _fields(
+    "Errors Description MaxAttempts IntervalSeconds BackoffRate MaxBackoffSeconds"
+)
 _CF_CATCH_FIELDS = {"Errors", "Description", "Next", "OutputConstructor"}
 _CF_PARAMETERS = {"resourceArn", "invocationType", "body", "body.$"}
 _TASK_MODES = {mode.value: mode for mode in TaskMode}
@@ -307,9 +325,16 @@ class _Compiler:
     # ---- typed field access (records a diagnostic instead of raising)
 
     def get(
-        self, obj: dict, key: str, path: _Path, kind: str, *, required: bool = False,
-        default: Any = None, shown: str | None = None,
-    ) -> Any:  # fmt: skip
+        self,
+        obj: dict,
+        key: str,
+        path: _Path,
+        kind: str,
+        *,
+        required: bool = False,
+        default: Any = None,
+        shown: str | None = None,
+    ) -> Any:
         """``obj[key]`` when it has JSON type ``kind``; else a diagnostic and ``default``."""
         if key not in obj:
             if required:
@@ -324,22 +349,35 @@ class _Compiler:
         return value
 
     def number(
-        self, obj: dict, key: str, path: _Path, *, integer: bool = False, minimum: float = 0,
-        maximum: float | None = None, required: bool = False, default: Any = None,
+        self,
+        obj: dict,
+        key: str,
+        path: _Path,
+        *,
+        integer: bool = False,
+        minimum: float = 0,
+        maximum: float | None = None,
+        required: bool = False,
+        default: Any = None,
         exclusive_minimum: bool = False,
-    ) -> Any:  # fmt: skip
-        value = self.get(obj, key, path, "integer" if integer else "number",
-                         required=required, default=_MISSING)  # fmt: skip
+    ) -> Any:
+        value = self.get(
+            obj, key, path, "integer" if integer else "number", required=required, default=_MISSING
+        )
         if value is _MISSING:
             return default
         if value < minimum or (exclusive_minimum and value == minimum):
             relation = "greater than" if exclusive_minimum else "at least"
-            self.error(path / key, f"{key} must be {relation} {_number_text(minimum)}, "
-                                   f"got {_number_text(value)}")  # fmt: skip
+            self.error(
+                path / key,
+                f"{key} must be {relation} {_number_text(minimum)}, got {_number_text(value)}",
+            )
             return default
         if maximum is not None and value > maximum:
-            self.error(path / key, f"{key} must be at most {_number_text(maximum)}, "
-                                   f"got {_number_text(value)}")  # fmt: skip
+            self.error(
+                path / key,
+                f"{key} must be at most {_number_text(maximum)}, got {_number_text(value)}",
+            )
             return default
         return value
 
@@ -352,14 +390,21 @@ class _Compiler:
             self.error(path / key, f"{key} must not be empty")
         for i, item in enumerate(value):
             if not isinstance(item, str) or not item:
-                self.error((path / key)[i], f"{key} must hold non-empty strings, "
-                                            f"got {_type_name(item)}")  # fmt: skip
+                self.error(
+                    (path / key)[i], f"{key} must hold non-empty strings, got {_type_name(item)}"
+                )
         return tuple(v for v in value if isinstance(v, str))
 
     def check_fields(
-        self, obj: dict, allowed: Collection[str], path: _Path, *, what: str,
-        elsewhere: dict[str, list[str]] | None = None, plural: Callable[[str], str] = str,
-    ) -> None:  # fmt: skip
+        self,
+        obj: dict,
+        allowed: Collection[str],
+        path: _Path,
+        *,
+        what: str,
+        elsewhere: dict[str, list[str]] | None = None,
+        plural: Callable[[str], str] = str,
+    ) -> None:
         """Every key of ``obj`` must be in ``allowed``; unknown ones get a "did you mean"."""
         for key in obj:
             if key in allowed:
@@ -382,8 +427,9 @@ class _Compiler:
                 self.error_at_text(where, message, path, value)
             return None
 
-    def expression(self, value: Any, path: _Path, *, dialect: str = "cloudflow",
-                   what: str | None = None) -> Any:  # fmt: skip
+    def expression(
+        self, value: Any, path: _Path, *, dialect: str = "cloudflow", what: str | None = None
+    ) -> Any:
         what = what or str(path.keys[-1])
         if not isinstance(value, str):
             self.error(path, f"{what} must be an expression string, got {_type_name(value)}")
@@ -412,8 +458,10 @@ class _Compiler:
         except ValueError:
             parsed = None
         if parsed is None or "T" not in text.upper() and " " not in text:
-            self.error(path, f"{what} must be an RFC 3339 date-time such as "
-                             f"2024-05-01T12:00:00Z, got {value!r}")  # fmt: skip
+            self.error(
+                path,
+                f"{what} must be an RFC 3339 date-time such as 2024-05-01T12:00:00Z, got {value!r}",
+            )
             return None
         if parsed.tzinfo is None:
             self.error(path, f"{what} must include a time zone (Z or +hh:mm), got {value!r}")
@@ -434,8 +482,9 @@ class _Compiler:
     def run(self, data: Any) -> FlowGraph:
         graph = None
         if not isinstance(data, dict):
-            self.error(ROOT, f"the definition must be a mapping at the top level, "
-                             f"got {_type_name(data)}")  # fmt: skip
+            self.error(
+                ROOT, f"the definition must be a mapping at the top level, got {_type_name(data)}"
+            )
         elif data.get("Type") == "StateMachine":
             graph = self.cloudflow(data)
         elif data.get("version") == "v1" and data.get("type") == "flow":
@@ -446,8 +495,11 @@ class _Compiler:
         if graph is not None:
             self.check_graphs()
             if self.state_count > self.max_states:
-                self.error(ROOT, f"the definition has {self.state_count} states; at most "
-                                 f"{self.max_states} are allowed")  # fmt: skip
+                self.error(
+                    ROOT,
+                    f"the definition has {self.state_count} states; at most "
+                    f"{self.max_states} are allowed",
+                )
         if self.errors or graph is None:
             raise DefinitionError(_sorted(self.errors))
         return replace(graph, warnings=tuple(_sorted(self.warnings)))
@@ -494,8 +546,16 @@ class _Compiler:
     def cf_scope(self, obj: dict, obj_path: _Path, scope_id: str) -> Scope:
         """A ``{StartAt, States}`` object: the top level, a Parallel branch, a Map processor."""
         start = self.get(obj, "StartAt", obj_path, "string", required=True)
-        items = self.get(obj, "States", obj_path, "list", required=True)
         list_path = obj_path / "States"
+        if isinstance(obj.get("States"), dict):
+            self.error(
+                list_path,
+                "States must be a list of states, each with its Name "
+                "(not a mapping from names to states as in ASL)",
+            )
+            items = None
+        else:
+            items = self.get(obj, "States", obj_path, "list", required=True)
         if items == []:
             self.error(list_path, "States must not be empty")
         built: dict[str, _Built] = {}
@@ -505,13 +565,13 @@ class _Compiler:
                 continue
             name = one.state.name
             if name in built:
-                self.error(list_path[i] / "Name",
-                           f"duplicate state name '{name}' (first at {built[name].path.text})")
+                self.error(
+                    list_path[i] / "Name",
+                    f"duplicate state name '{name}' (first at {built[name].path.text})",
+                )
                 continue
             built[name] = one
-        self.pending.append(
-            _PendingScope(scope_id, list_path, start, obj_path / "StartAt", built)
-        )
+        self.pending.append(_PendingScope(scope_id, list_path, start, obj_path / "StartAt", built))
         scope = Scope(
             path=scope_id, start_at=start or "", states={n: b.state for n, b in built.items()}
         )
@@ -532,7 +592,8 @@ class _Compiler:
         if compile_state is None:
             return None
         self.state_count += 1
-        return compile_state(self, item, path, name or "")
+        built = compile_state(self, item, path, name or "")
+        return built if name else None  # a nameless state was checked but can't be named
 
     def cf_common(self, item: dict, path: _Path, name: str, kind: StateKind) -> tuple[dict, _Built]:
         """Fields shared by every state: checks the field set, Description, constructors,
@@ -544,12 +605,16 @@ class _Compiler:
             if key in allowed:
                 continue
             if key in ("Retry", "Catch"):
-                self.error(path / key,
-                           f"{key} is not allowed on {what}; only Task, Parallel and Map "
-                           "states have Retry and Catch")  # fmt: skip
+                self.error(
+                    path / key,
+                    f"{key} is not allowed on {what}; only Task, Parallel and Map "
+                    "states have Retry and Catch",
+                )
             elif key in ("Next", "End") and kind is StateKind.CHOICE:
-                self.error(path / key, f"a Choice state has no {key}; its Branches and Default "
-                                       "say where to go")  # fmt: skip
+                self.error(
+                    path / key,
+                    f"a Choice state has no {key}; its Branches and Default say where to go",
+                )
             elif key == "Next" and kind in (StateKind.SUCCEED, StateKind.FAIL):
                 self.error(path / key, f"a {kind.value} state ends its scope and has no Next")
             elif key in _CF_ANY_FIELD:
@@ -558,15 +623,21 @@ class _Compiler:
             else:
                 self.error(path / key, f"unknown field '{key}'{_hint(key, allowed)}")
         self.get(item, "Description", path, "string")
-        kwargs: dict[str, Any] = {"name": name, "kind": kind, "path": path.text,
-                                  "line": self.lines.get(path.keys)}  # fmt: skip
-        for key, attr in (("InputConstructor", "input_constructor"),
-                          ("OutputConstructor", "output_constructor"),
-                          ("GlobalConstructor", "global_constructor")):  # fmt: skip
+        kwargs: dict[str, Any] = {
+            "name": name,
+            "kind": kind,
+            "path": path.text,
+            "line": self.lines.get(path.keys),
+        }
+        for key, attr in (
+            ("InputConstructor", "input_constructor"),
+            ("OutputConstructor", "output_constructor"),
+            ("GlobalConstructor", "global_constructor"),
+        ):
             if key in item and key in allowed:
                 kwargs[attr] = self.cf_constructor(item[key], path / key)
         built = _Built(state=None, path=path)  # type: ignore[arg-type]
-        end = self.get(item, "End", path, "boolean")
+        end = self.get(item, "End", path, "boolean") if "End" in allowed else None
         if kind in (StateKind.SUCCEED, StateKind.FAIL):
             built.terminal = True
         elif kind is not StateKind.CHOICE:
@@ -612,21 +683,37 @@ class _Compiler:
             self.get(rule, "Description", p, "string")
             errors = self.strings(rule, "Errors", p)
             if catch_all_at is not None:
-                self.warn(p, f"this rule is never used: Retry[{catch_all_at}] (FnF.ALL) "
-                             "matches every error first")  # fmt: skip
+                self.warn(
+                    p,
+                    f"this rule is never used: Retry[{catch_all_at}] (FnF.ALL) "
+                    "matches every error first",
+                )
             if "FnF.ALL" in errors and catch_all_at is None:
                 catch_all_at = i
-            attempts = self.number(rule, "MaxAttempts", p, integer=True, required=True,
-                                   maximum=MAX_RETRY_ATTEMPTS, default=0)  # fmt: skip
-            interval = self.number(rule, "IntervalSeconds", p, required=True,
-                                   maximum=MAX_RETRY_INTERVAL, default=0)  # fmt: skip
+            attempts = self.number(
+                rule,
+                "MaxAttempts",
+                p,
+                integer=True,
+                required=True,
+                maximum=MAX_RETRY_ATTEMPTS,
+                default=0,
+            )
+            interval = self.number(
+                rule, "IntervalSeconds", p, required=True, maximum=MAX_RETRY_INTERVAL, default=0
+            )
             rate = self.number(rule, "BackoffRate", p, minimum=1, default=1.0)
             cap = self.number(rule, "MaxBackoffSeconds", p, maximum=MAX_RETRY_INTERVAL)
-            rules.append(RetryRule(
-                errors=errors, max_attempts=attempts, interval_seconds=float(interval),
-                backoff_rate=float(rate), max_backoff_seconds=None if cap is None else float(cap),
-                path=p.text,
-            ))  # fmt: skip
+            rules.append(
+                RetryRule(
+                    errors=errors,
+                    max_attempts=attempts,
+                    interval_seconds=float(interval),
+                    backoff_rate=float(rate),
+                    max_backoff_seconds=None if cap is None else float(cap),
+                    path=p.text,
+                )
+            )
         return tuple(rules)
 
     def cf_catch(self, value: Any, path: _Path, built: _Built) -> tuple[CatchRule, ...]:
@@ -648,8 +735,9 @@ class _Compiler:
                 output = self.cf_constructor(rule["OutputConstructor"], p / "OutputConstructor")
             if next_ is not None:
                 built.edges.append((next_, p / "Next"))
-            rules.append(CatchRule(errors=errors, next=next_ or "", output_constructor=output,
-                                   path=p.text))  # fmt: skip
+            rules.append(
+                CatchRule(errors=errors, next=next_ or "", output_constructor=output, path=p.text)
+            )
         return tuple(rules)
 
     def _finish(self, kwargs: dict, built: _Built, **extra: Any) -> _Built:
@@ -662,20 +750,27 @@ class _Compiler:
         kwargs, built = self.cf_common(item, path, name, StateKind.TASK)
         action = self.get(item, "Action", path, "string", required=True)
         if action is not None and action != "FC:InvokeFunction":
-            self.error(path / "Action", f"Action '{action}' is not supported; flowsite supports "
-                                        "FC:InvokeFunction")  # fmt: skip
+            self.error(
+                path / "Action",
+                f"Action '{action}' is not supported; flowsite supports FC:InvokeFunction",
+            )
         mode_text = self.get(item, "TaskMode", path, "string", default="RequestComplete")
         mode = _TASK_MODES.get(mode_text)
         if mode is None:
-            self.error(path / "TaskMode", f"TaskMode must be one of {', '.join(_TASK_MODES)}, "
-                                          f"got {mode_text!r}{_hint(mode_text, _TASK_MODES)}")  # fmt: skip
+            self.error(
+                path / "TaskMode",
+                f"TaskMode must be one of {', '.join(_TASK_MODES)}, "
+                f"got {mode_text!r}{_hint(mode_text, _TASK_MODES)}",
+            )
             mode = TaskMode.REQUEST
         timeout = self.cf_timeout(item, path)
-        heartbeat = self.number(item, "HeartbeatSeconds", path, exclusive_minimum=True,
-                                maximum=MAX_TIMEOUT_SECONDS)  # fmt: skip
+        heartbeat = self.number(
+            item, "HeartbeatSeconds", path, exclusive_minimum=True, maximum=MAX_TIMEOUT_SECONDS
+        )
         if "HeartbeatSeconds" in item and mode is not TaskMode.CUSTOM_CALLBACK:
-            self.error(path / "HeartbeatSeconds",
-                       "HeartbeatSeconds needs TaskMode: WaitForCustomCallback")
+            self.error(
+                path / "HeartbeatSeconds", "HeartbeatSeconds needs TaskMode: WaitForCustomCallback"
+            )
             heartbeat = None
         arn, function, invocation, body = "", None, "sync", None
         params_path = path / "Parameters"
@@ -683,20 +778,23 @@ class _Compiler:
         if params is not None:
             self.check_fields(params, _CF_PARAMETERS, params_path, what="FC:InvokeFunction")
             arn = self.get(params, "resourceArn", params_path, "string", required=True) or ""
-            if "resourceArn.$" in params:
-                pass  # reported as an unknown field; the ARN must be literal
             if arn:
                 function = self.function_target(arn, params_path / "resourceArn")
                 if function is None:
-                    self.error(params_path / "resourceArn",
-                               f"resourceArn {arn!r} is not a Function Compute function ARN "
-                               "(acs:fc:{region}:{account}:functions/{name} or "
-                               "acs:fc:::services/{service}/functions/{name})")  # fmt: skip
-            invocation_text = self.get(params, "invocationType", params_path, "string",
-                                       default="Sync")  # fmt: skip
+                    self.error(
+                        params_path / "resourceArn",
+                        f"resourceArn {arn!r} is not a Function Compute function ARN "
+                        "(acs:fc:{region}:{account}:functions/{name} or "
+                        "acs:fc:::services/{service}/functions/{name})",
+                    )
+            invocation_text = self.get(
+                params, "invocationType", params_path, "string", default="Sync"
+            )
             if invocation_text not in ("Sync", "Async"):
-                self.error(params_path / "invocationType",
-                           f"invocationType must be Sync or Async, got {invocation_text!r}")
+                self.error(
+                    params_path / "invocationType",
+                    f"invocationType must be Sync or Async, got {invocation_text!r}",
+                )
             invocation = "async" if invocation_text == "Async" else "sync"
             if "body" in params and "body.$" in params:
                 self.error(params_path / "body.$", "use either body or body.$, not both")
@@ -707,10 +805,15 @@ class _Compiler:
                 # then read "...Parameters.body.$", just where the user wrote it
                 body = self.template({"$": params["body.$"]}, params_path.key("body.$", "body"))
         task = TaskSpec(
-            target="function", resource=arn, function=function, mode=mode,
-            invocation=invocation, body=body, timeout_seconds=timeout,
+            target="function",
+            resource=arn,
+            function=function,
+            mode=mode,
+            invocation=invocation,
+            body=body,
+            timeout_seconds=timeout,
             heartbeat_seconds=None if heartbeat is None else float(heartbeat),
-        )  # fmt: skip
+        )
         return self._finish(kwargs, built, task=task)
 
     def cf_timeout(self, item: dict, path: _Path) -> float | None:
@@ -724,18 +827,21 @@ class _Compiler:
             except ValueError:
                 seconds = None
             if seconds is None or not math.isfinite(seconds):
-                self.error(path / "Timeout",
-                           f"Timeout must be a number of seconds, got {value!r}")
+                self.error(path / "Timeout", f"Timeout must be a number of seconds, got {value!r}")
                 return None
         elif isinstance(value, int | float) and not isinstance(value, bool):
             seconds = float(value)
         else:
-            self.error(path / "Timeout",
-                       f"Timeout must be a number of seconds, got {_type_name(value)}")
+            self.error(
+                path / "Timeout", f"Timeout must be a number of seconds, got {_type_name(value)}"
+            )
             return None
         if not 0 <= seconds <= MAX_TIMEOUT_SECONDS:
-            self.error(path / "Timeout", f"Timeout must be between 0 and {MAX_TIMEOUT_SECONDS} "
-                                         f"seconds, got {_number_text(seconds)}")  # fmt: skip
+            self.error(
+                path / "Timeout",
+                f"Timeout must be between 0 and {MAX_TIMEOUT_SECONDS} "
+                f"seconds, got {_number_text(seconds)}",
+            )
             return None
         return seconds or None
 
@@ -748,14 +854,18 @@ class _Compiler:
         given = [k for k in ("Seconds", "Seconds.$", "Timestamp", "Timestamp.$") if k in item]
         if len(given) != 1:
             where = path / given[1] if len(given) > 1 else path
-            self.error(where, "a Wait state needs exactly one of Seconds, Seconds.$, Timestamp "
-                              f"and Timestamp.$, got {len(given)}")  # fmt: skip
+            self.error(
+                where,
+                "a Wait state needs exactly one of Seconds, Seconds.$, Timestamp "
+                f"and Timestamp.$, got {len(given)}",
+            )
         spec: dict[str, Any] = {}
         if "Seconds" in item:
             value = item["Seconds"]
             if isinstance(value, str) and value.startswith("$"):
-                self.error(path / "Seconds", "Seconds must be a number; write Seconds.$ for an "
-                                             "expression")  # fmt: skip
+                self.error(
+                    path / "Seconds", "Seconds must be a number; write Seconds.$ for an expression"
+                )
             else:
                 spec["seconds"] = self.number(item, "Seconds", path)
                 if spec["seconds"] is not None:
@@ -766,8 +876,11 @@ class _Compiler:
             value = self.get(item, "Timestamp", path, "string")
             if value is not None:
                 if value.startswith("$"):
-                    self.error(path / "Timestamp", "Timestamp must be an RFC 3339 date-time; "
-                                                   "write Timestamp.$ for an expression")  # fmt: skip
+                    self.error(
+                        path / "Timestamp",
+                        "Timestamp must be an RFC 3339 date-time; "
+                        "write Timestamp.$ for an expression",
+                    )
                 else:
                     spec["timestamp"] = self.timestamp(value, path / "Timestamp", "Timestamp")
         if "Timestamp.$" in item:
@@ -785,8 +898,9 @@ class _Compiler:
             if not isinstance(branch, dict):
                 self.error(p, f"a Choice branch must be a mapping, got {_type_name(branch)}")
                 continue
-            self.check_fields(branch, {"Condition", "Next", "Description"}, p,
-                              what="a Choice branch")  # fmt: skip
+            self.check_fields(
+                branch, {"Condition", "Next", "Description"}, p, what="a Choice branch"
+            )
             self.get(branch, "Description", p, "string")
             condition = None
             if "Condition" not in branch:
@@ -796,13 +910,15 @@ class _Compiler:
             next_ = self.get(branch, "Next", p, "string", required=True)
             if next_ is not None:
                 built.edges.append((next_, p / "Next"))
-            branches.append(ChoiceBranch(condition=condition, target=ChoiceTarget(next=next_),
-                                         path=p.text))  # fmt: skip
+            branches.append(
+                ChoiceBranch(condition=condition, target=ChoiceTarget(next=next_), path=p.text)
+            )
         default = self.get(item, "Default", path, "string", required=True)
         if default is not None:
             built.edges.append((default, path / "Default"))
-        return self._finish(kwargs, built, choices=tuple(branches),
-                            default=ChoiceTarget(next=default))  # fmt: skip
+        return self._finish(
+            kwargs, built, choices=tuple(branches), default=ChoiceTarget(next=default)
+        )
 
     def cf_parallel(self, item: dict, path: _Path, name: str) -> _Built:
         kwargs, built = self.cf_common(item, path, name, StateKind.PARALLEL)
@@ -811,15 +927,18 @@ class _Compiler:
         if items == []:
             self.error(path / "Branches", "Branches must not be empty")
         elif items is not None and len(items) > MAX_PARALLEL_BRANCHES:
-            self.error(path / "Branches", f"a Parallel state has at most "
-                                          f"{MAX_PARALLEL_BRANCHES} branches, got {len(items)}")  # fmt: skip
+            self.error(
+                path / "Branches",
+                f"a Parallel state has at most {MAX_PARALLEL_BRANCHES} branches, got {len(items)}",
+            )
         for i, branch in enumerate(items or []):
             p = (path / "Branches")[i]
             if not isinstance(branch, dict):
                 self.error(p, f"a Parallel branch must be a mapping, got {_type_name(branch)}")
                 continue
-            self.check_fields(branch, {"StartAt", "States", "Description"}, p,
-                              what="a Parallel branch")  # fmt: skip
+            self.check_fields(
+                branch, {"StartAt", "States", "Description"}, p, what="a Parallel branch"
+            )
             self.get(branch, "Description", p, "string")
             scopes.append(self.cf_scope(branch, p, p.text))
         return self._finish(kwargs, built, branches=tuple(scopes))
@@ -835,8 +954,10 @@ class _Compiler:
             self.check_fields(config, {"ExecutionMode"}, config_path, what="ProcessorConfig")
             mode = self.get(config, "ExecutionMode", config_path, "string")
             if mode is not None and mode.lower() != "inline":
-                self.error(config_path / "ExecutionMode",
-                           f"distributed Map is not supported yet (ExecutionMode {mode!r})")
+                self.error(
+                    config_path / "ExecutionMode",
+                    f"distributed Map is not supported yet (ExecutionMode {mode!r})",
+                )
         items = None
         if "ItemsPath" not in item:
             self.error(path / "ItemsPath", "ItemsPath is required")
@@ -844,27 +965,36 @@ class _Compiler:
             items = self.expression(item["ItemsPath"], path / "ItemsPath")
         concurrency = 0
         if "MaxConcurrency" in item and "MaxConcuccency" in item:
-            self.error(path / "MaxConcuccency",
-                       "use either MaxConcurrency or MaxConcuccency, not both")
+            self.error(
+                path / "MaxConcuccency", "use either MaxConcurrency or MaxConcuccency, not both"
+            )
         else:
             key = "MaxConcuccency" if "MaxConcuccency" in item else "MaxConcurrency"
             concurrency = self.number(item, key, path, integer=True, default=0)
         item_constructor = None
         if "ItemConstructor" in item:
-            item_constructor = self.cf_constructor(item["ItemConstructor"],
-                                                   path / "ItemConstructor")  # fmt: skip
+            item_constructor = self.cf_constructor(
+                item["ItemConstructor"], path / "ItemConstructor"
+            )
         processor = None
         if "Processor" in item and "ItemProcessor" in item:
             self.error(path / "ItemProcessor", "use either Processor or ItemProcessor, not both")
-        key = "ItemProcessor" if "ItemProcessor" in item and "Processor" not in item else "Processor"
-        body = self.get(item, key, path, "mapping", required=True)
+        # the older spelling ItemProcessor is accepted; the scope is "...Processor" either way
+        spelled = (
+            "ItemProcessor" if "ItemProcessor" in item and "Processor" not in item else "Processor"
+        )
+        body = self.get(item, spelled, path, "mapping", required=True)
         if body is not None:
-            p = path.key(key, "Processor")
-            self.check_fields(body, {"StartAt", "States", "Description"}, p, what=key)
+            p = path.key(spelled, "Processor")
+            self.check_fields(body, {"StartAt", "States", "Description"}, p, what=spelled)
             self.get(body, "Description", p, "string")
             processor = self.cf_scope(body, p, p.text)
-        spec = MapSpec(items=items, processor=processor, max_concurrency=concurrency,
-                       item_constructor=item_constructor)  # fmt: skip
+        spec = MapSpec(
+            items=items,
+            processor=processor,
+            max_concurrency=concurrency,
+            item_constructor=item_constructor,
+        )
         return self._finish(kwargs, built, map=spec)
 
     def cf_succeed(self, item: dict, path: _Path, name: str) -> _Built:
@@ -929,18 +1059,23 @@ class _Compiler:
                 continue
             name = one.state.name
             if name in built:
-                self.error(list_path[i] / "name",
-                           f"duplicate step name '{name}' (first at {built[name].path.text})")
+                self.error(
+                    list_path[i] / "name",
+                    f"duplicate step name '{name}' (first at {built[name].path.text})",
+                )
                 continue
             built[name] = one
         start = names[0] if names and isinstance(names[0], str) and names[0] else None
         self.pending.append(_PendingScope(scope_id, list_path, start, None, built))
-        scope = Scope(path=scope_id, start_at=start or "",
-                      states={n: b.state for n, b in built.items()})  # fmt: skip
+        scope = Scope(
+            path=scope_id, start_at=start or "", states={n: b.state for n, b in built.items()}
+        )
         self.scopes[scope_id] = scope
         return scope
 
-    def lg_step(self, item: Any, path: _Path, following: str | None, *, last: bool) -> _Built | None:
+    def lg_step(
+        self, item: Any, path: _Path, following: str | None, *, last: bool
+    ) -> _Built | None:
         if not isinstance(item, dict):
             self.error(path, f"a step must be a mapping, got {_type_name(item)}")
             return None
@@ -954,28 +1089,39 @@ class _Compiler:
         if compile_step is None:
             return None
         self.state_count += 1
-        return compile_step(self, item, path, name or "", following, last)
+        built = compile_step(self, item, path, name or "", following, last)
+        return built if name else None  # a nameless step was checked but can't be named
 
-    def lg_common(self, item: dict, path: _Path, name: str, type_: str, following: str | None,
-                  last: bool) -> tuple[dict, _Built]:  # fmt: skip
+    def lg_common(
+        self, item: dict, path: _Path, name: str, type_: str, following: str | None, last: bool
+    ) -> tuple[dict, _Built]:
         """Fields every step has: the field set, ``end`` and the implicit next, mappings,
         retry/catch/errorMappings where allowed."""
-        self.check_fields(item, _LG_FIELDS[type_], path, what=f"a {type_} step",
-                          elsewhere=_LG_TYPES_WITH, plural=lambda t: f"{t} steps")  # fmt: skip
+        self.check_fields(
+            item,
+            _LG_FIELDS[type_],
+            path,
+            what=f"a {type_} step",
+            elsewhere=_LG_TYPES_WITH,
+            plural=lambda t: f"{t} steps",
+        )
         self.get(item, "description", path, "string")
-        kwargs: dict[str, Any] = {"name": name, "kind": _LG_KINDS[type_], "path": path.text,
-                                  "line": self.lines.get(path.keys)}  # fmt: skip
+        kwargs: dict[str, Any] = {
+            "name": name,
+            "kind": _LG_KINDS[type_],
+            "path": path.text,
+            "line": self.lines.get(path.keys),
+        }
         built = _Built(state=None, path=path)  # type: ignore[arg-type]
         end = self.get(item, "end", path, "boolean")
         if end and last:
             self.warn(path / "end", "end: true on the last step is redundant")
-        if type_ in ("succeed", "fail"):
-            built.terminal = True
-        elif end or following is None:
+        if type_ in ("succeed", "fail") or end or following is None:
             built.terminal = True
         else:
             kwargs["next"] = following
-            built.edges.append((following, path))
+            if type_ != "choice":  # a choice takes its own next only in some cases: lg_choice
+                built.edges.append((following, path))
         kwargs["input_mappings"] = self.mappings(item, "inputMappings", path)
         kwargs["output_mappings"] = self.mappings(item, "outputMappings", path)
         if "errorMappings" in _LG_FIELDS[type_]:
@@ -996,17 +1142,31 @@ class _Compiler:
                 continue
             self.check_fields(rule, fields, p, what="a retry rule")
             errors = self.strings(rule, "errors", p)
-            interval = self.number(rule, "intervalSeconds", p, maximum=MAX_RETRY_INTERVAL,
-                                   default=1)  # fmt: skip
-            cap = self.number(rule, "maxIntervalSeconds", p, maximum=MAX_RETRY_INTERVAL,
-                              exclusive_minimum=True, default=MAX_RETRY_INTERVAL)  # fmt: skip
-            attempts = self.number(rule, "maxAttempts", p, integer=True,
-                                   maximum=MAX_RETRY_ATTEMPTS, default=3)  # fmt: skip
+            interval = self.number(
+                rule, "intervalSeconds", p, maximum=MAX_RETRY_INTERVAL, default=1
+            )
+            cap = self.number(
+                rule,
+                "maxIntervalSeconds",
+                p,
+                maximum=MAX_RETRY_INTERVAL,
+                exclusive_minimum=True,
+                default=MAX_RETRY_INTERVAL,
+            )
+            attempts = self.number(
+                rule, "maxAttempts", p, integer=True, maximum=MAX_RETRY_ATTEMPTS, default=3
+            )
             multiplier = self.number(rule, "multiplier", p, minimum=1, default=2)
-            rules.append(RetryRule(
-                errors=errors, max_attempts=attempts, interval_seconds=float(interval),
-                backoff_rate=float(multiplier), max_backoff_seconds=float(cap), path=p.text,
-            ))  # fmt: skip
+            rules.append(
+                RetryRule(
+                    errors=errors,
+                    max_attempts=attempts,
+                    interval_seconds=float(interval),
+                    backoff_rate=float(multiplier),
+                    max_backoff_seconds=float(cap),
+                    path=p.text,
+                )
+            )
         return tuple(rules)
 
     def lg_catch(self, item: dict, path: _Path, built: _Built) -> tuple[CatchRule, ...]:
@@ -1037,16 +1197,21 @@ class _Compiler:
                 target, queue = "queue", queue_match.group("q")
                 self.queues.add(queue)
             elif function is None:
-                self.error(path / "resourceArn",
-                           f"resourceArn {arn!r} is not supported; flowsite supports Function "
-                           "Compute functions (acs:fc:{region}:{account}:services/{service}/"
-                           "functions/{name}) and MNS queues "
-                           "(acs:mns:{region}:{account}:/queues/{name}/messages)")  # fmt: skip
+                self.error(
+                    path / "resourceArn",
+                    f"resourceArn {arn!r} is not supported; flowsite supports Function "
+                    "Compute functions (acs:fc:{region}:{account}:services/{service}/"
+                    "functions/{name}) and MNS queues "
+                    "(acs:mns:{region}:{account}:/queues/{name}/messages)",
+                )
         pattern = self.get(item, "pattern", path, "string", default="requestResponse")
         mode = _LG_PATTERNS.get(pattern)
         if mode is None:
-            self.error(path / "pattern", f"pattern must be one of {', '.join(_LG_PATTERNS)}, "
-                                         f"got {pattern!r}{_hint(pattern, _LG_PATTERNS)}")  # fmt: skip
+            self.error(
+                path / "pattern",
+                f"pattern must be one of {', '.join(_LG_PATTERNS)}, "
+                f"got {pattern!r}{_hint(pattern, _LG_PATTERNS)}",
+            )
             mode = TaskMode.REQUEST
         timeout = self.number(item, "timeoutSeconds", path, maximum=MAX_LEGACY_TIMEOUT_SECONDS)
         params = None
@@ -1055,12 +1220,17 @@ class _Compiler:
             if value is not None:
                 params = self.template(value, path / "serviceParams", dialect="legacy")
         task = TaskSpec(
-            target=target, resource=arn, function=function, queue=queue, mode=mode,
+            target=target,
+            resource=arn,
+            function=function,
+            queue=queue,
+            mode=mode,
             # ``sync`` submits an asynchronous job and waits for its end; the other two call
             # the function and wait for its response (a callback step then waits on).
             invocation="async" if mode is TaskMode.SYSTEM_CALLBACK else "sync",
-            service_params=params, timeout_seconds=float(timeout) if timeout else None,
-        )  # fmt: skip
+            service_params=params,
+            timeout_seconds=float(timeout) if timeout else None,
+        )
         return self._finish(kwargs, built, task=task)
 
     def lg_pass(self, item, path, name, following, last) -> _Built:
@@ -1071,24 +1241,29 @@ class _Compiler:
         kwargs, built = self.lg_common(item, path, name, "wait", following, last)
         given = [k for k in ("duration", "timestamp") if k in item]
         if len(given) != 1:
-            self.error(path / given[1] if given else path,
-                       "a wait step needs exactly one of duration and timestamp")
+            self.error(
+                path / given[1] if given else path,
+                "a wait step needs exactly one of duration and timestamp",
+            )
         spec: dict[str, Any] = {}
         if "duration" in item:
             value = item["duration"]
             if isinstance(value, str) and value.startswith("$"):
                 spec["seconds_expr"] = self.expression(value, path / "duration", dialect="legacy")
             elif isinstance(value, str):
-                self.error(path / "duration", "duration must be a number of seconds or a $ "
-                                              f"expression, got {value!r}")  # fmt: skip
+                self.error(
+                    path / "duration",
+                    f"duration must be a number of seconds or a $ expression, got {value!r}",
+                )
             else:
                 seconds = self.number(item, "duration", path)
                 spec["seconds"] = None if seconds is None else float(seconds)
         if "timestamp" in item:
             value = self.get(item, "timestamp", path, "string")
             if value is not None and value.startswith("$"):
-                spec["timestamp_expr"] = self.expression(value, path / "timestamp",
-                                                         dialect="legacy")  # fmt: skip
+                spec["timestamp_expr"] = self.expression(
+                    value, path / "timestamp", dialect="legacy"
+                )
             elif value is not None:
                 spec["timestamp"] = self.timestamp(value, path / "timestamp", "timestamp")
         return self._finish(kwargs, built, wait=WaitSpec(**spec))
@@ -1111,8 +1286,7 @@ class _Compiler:
             if "condition" not in branch:
                 self.error(p / "condition", "condition is required")
             else:
-                condition = self.expression(branch["condition"], p / "condition",
-                                            dialect="legacy")  # fmt: skip
+                condition = self.expression(branch["condition"], p / "condition", dialect="legacy")
             target = self.lg_choice_target(branch, p, built, "a choice")
             falls_through |= target.scope is not None
             branches.append(ChoiceBranch(condition=condition, target=target, path=p.text))
@@ -1123,15 +1297,9 @@ class _Compiler:
                 self.check_fields(value, {"steps", "goto"}, path / "default", what="default")
                 default = self.lg_choice_target(value, path / "default", built, "default")
                 falls_through |= default.scope is not None
-        # lg_common added the implicit next as an edge; keep it only where it is taken.
-        built.edges = [e for e in built.edges if e[1] is not path]
-        if falls_through:
-            if "next" in kwargs:
-                built.edges.append((kwargs["next"], path))
-            else:
-                built.terminal = True
-        else:
-            built.terminal = False
+        if falls_through and "next" in kwargs:
+            built.edges.append((kwargs["next"], path))
+        built.terminal = falls_through and "next" not in kwargs
         return self._finish(kwargs, built, choices=tuple(branches), default=default)
 
     def lg_choice_target(self, obj: dict, path: _Path, built: _Built, what: str) -> ChoiceTarget:
@@ -1139,10 +1307,8 @@ class _Compiler:
             self.error(path / "goto", f"{what} has either steps or goto, not both")
         elif "steps" not in obj and "goto" not in obj:
             self.error(path, f"{what} needs steps or goto")
-        scope = None
         if "steps" in obj:
-            scope = self.lg_scope(obj, path, path.text)
-            return ChoiceTarget(scope=scope)
+            return ChoiceTarget(scope=self.lg_scope(obj, path, path.text))
         goto = self.get(obj, "goto", path, "string")
         if goto is not None:
             built.edges.append((goto, path / "goto"))
@@ -1155,8 +1321,10 @@ class _Compiler:
         if items == []:
             self.error(path / "branches", "branches must not be empty")
         elif items is not None and len(items) > MAX_LEGACY_BRANCHES:
-            self.error(path / "branches", f"a parallel step has at most {MAX_LEGACY_BRANCHES} "
-                                          f"branches, got {len(items)}")  # fmt: skip
+            self.error(
+                path / "branches",
+                f"a parallel step has at most {MAX_LEGACY_BRANCHES} branches, got {len(items)}",
+            )
         for i, branch in enumerate(items or []):
             p = (path / "branches")[i]
             if not isinstance(branch, dict):
@@ -1172,13 +1340,13 @@ class _Compiler:
         collection, item_key, index_key = None, "item", None
         if mapping is not None:
             p = path / "iterationMapping"
-            self.check_fields(mapping, {"collection", "item", "index"}, p,
-                              what="iterationMapping")  # fmt: skip
+            self.check_fields(mapping, {"collection", "item", "index"}, p, what="iterationMapping")
             if "collection" not in mapping:
                 self.error(p / "collection", "collection is required")
             else:
-                collection = self.expression(mapping["collection"], p / "collection",
-                                             dialect="legacy")  # fmt: skip
+                collection = self.expression(
+                    mapping["collection"], p / "collection", dialect="legacy"
+                )
             item_key = self.get(mapping, "item", p, "string", default="item")
             index_key = self.get(mapping, "index", p, "string")
             for key, value in (("item", item_key), ("index", index_key)):
@@ -1188,18 +1356,21 @@ class _Compiler:
                 self.error(p / "index", "index and item must name different keys")
         concurrency = self.number(item, "maxConcurrency", path, integer=True, default=0)
         processor = self.lg_scope(item, path, f"{path.text}.steps")
-        spec = MapSpec(items=collection, processor=processor, max_concurrency=concurrency,
-                       item_key=item_key or "item", index_key=index_key)  # fmt: skip
+        spec = MapSpec(
+            items=collection,
+            processor=processor,
+            max_concurrency=concurrency,
+            item_key=item_key or "item",
+            index_key=index_key,
+        )
         return self._finish(kwargs, built, map=spec)
 
     def lg_succeed(self, item, path, name, following, last) -> _Built:
         kwargs, built = self.lg_common(item, path, name, "succeed", following, last)
-        kwargs.pop("next", None)
         return self._finish(kwargs, built)
 
     def lg_fail(self, item, path, name, following, last) -> _Built:
         kwargs, built = self.lg_common(item, path, name, "fail", following, last)
-        kwargs.pop("next", None)
         error = self.get(item, "error", path, "string")
         cause = self.get(item, "cause", path, "string")
         return self._finish(kwargs, built, fail=FailSpec(code=error, detail=cause))
@@ -1234,13 +1405,20 @@ class _Compiler:
             for target, where in built.edges:
                 if target in states:
                     continue
+                # Where a reference is broken, assume the fix leads somewhere that ends, so
+                # "can never end" is not piled on top of this error.
+                built.terminal = True
                 elsewhere = [s for s in owners.get(target, []) if s != scope.scope_id]
                 if elsewhere:
-                    self.error(where, f"'{target}' is a {noun} of another scope ({elsewhere[0]}); "
-                                      f"only {noun}s of the same list can be named here")  # fmt: skip
+                    self.error(
+                        where,
+                        f"'{target}' is a {noun} of another scope ({elsewhere[0]}); "
+                        f"only {noun}s of the same list can be named here",
+                    )
                 else:
-                    self.error(where, f"there is no {noun} '{target}' in this scope"
-                                      f"{_hint(target, states)}")  # fmt: skip
+                    self.error(
+                        where, f"there is no {noun} '{target}' in this scope{_hint(target, states)}"
+                    )
         start = scope.start
         if start is None or not states:
             return
@@ -1248,8 +1426,9 @@ class _Compiler:
             if scope.start_path is not None:
                 elsewhere = [s for s in owners.get(start, []) if s != scope.scope_id]
                 where = f" (it is in {elsewhere[0]})" if elsewhere else _hint(start, states)
-                self.error(scope.start_path, f"StartAt names no state of this scope: "
-                                             f"'{start}'{where}")  # fmt: skip
+                self.error(
+                    scope.start_path, f"StartAt names no state of this scope: '{start}'{where}"
+                )
             return
         seen = _reachable(start, states)
         for name, built in states.items():
@@ -1257,15 +1436,19 @@ class _Compiler:
                 self.error(built.path, f"{noun} '{name}' is unreachable from '{start}'")
         if not any(states[name].terminal for name in seen):
             ends = "Succeed, Fail or End: true" if noun == "state" else "end or the last step"
-            self.error(scope.list_path, f"this scope can never end: no path from '{start}' "
-                                        f"reaches {ends}")  # fmt: skip
+            self.error(
+                scope.list_path, f"this scope can never end: no path from '{start}' reaches {ends}"
+            )
             return
         # Reachable states from which no end can be reached loop forever: allowed, but odd.
         can_end = _can_end(states)
         for name in seen:
             if name not in can_end:
-                self.warn(states[name].path, f"{noun} '{name}' can never reach the end of its "
-                                             "scope (it loops with no way out)")  # fmt: skip
+                self.warn(
+                    states[name].path,
+                    f"{noun} '{name}' can never reach the end of its "
+                    "scope (it loops with no way out)",
+                )
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -1313,7 +1496,7 @@ def _resolve_subpath(base: _Path, value: Any, text: str) -> tuple:
     keys = base.keys
     if not text.startswith(base.text):
         return keys
-    rest = text[len(base.text):]
+    rest = text[len(base.text) :]
     node = value
     while rest:
         if rest[0] == "[" and isinstance(node, list):
@@ -1321,17 +1504,17 @@ def _resolve_subpath(base: _Path, value: Any, text: str) -> tuple:
             if not match or int(match.group(1)) >= len(node):
                 break
             index = int(match.group(1))
-            keys, node, rest = (*keys, index), node[index], rest[match.end():]
+            keys, node, rest = (*keys, index), node[index], rest[match.end() :]
         elif rest[0] == "." and isinstance(node, dict):
             best = None
             for key in node:
-                tail = rest[1 + len(key):]
-                if rest[1:].startswith(key) and (not tail or tail[0] in ".["):
-                    if best is None or len(key) > len(best):
-                        best = key
+                tail = rest[1 + len(key) :]
+                fits = rest[1:].startswith(key) and (not tail or tail[0] in ".[")
+                if fits and (best is None or len(key) > len(best)):
+                    best = key
             if best is None:
                 break
-            keys, node, rest = (*keys, best), node[best], rest[1 + len(best):]
+            keys, node, rest = (*keys, best), node[best], rest[1 + len(best) :]
         else:
             break
     return keys

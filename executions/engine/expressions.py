@@ -144,6 +144,9 @@ class ExpressionError(Exception):
         self.offset = offset
         self.expression = expression
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.offset, self.expression))
+
     def __str__(self) -> str:
         where = f" at offset {self.offset}" if self.offset is not None else ""
         return f"{self.message}{where} in expression {_preview(self.expression)}"
@@ -170,6 +173,10 @@ class EvaluationError(Exception):
         self.offset = offset
         self.path = path
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Attributes may be updated after construction (templates set ``path``).
+        return (type(self), (self.message, self.expression, self.offset, self.path))
+
     def __str__(self) -> str:
         where = f" at offset {self.offset}" if self.offset is not None else ""
         # ``path`` is deliberately not part of the text: callers prefix their own context.
@@ -186,7 +193,16 @@ _IDENT_CHARS = _IDENT_START | _DIGITS
 _TWO_CHAR_OPS = frozenset({"||", "&&", "==", "!=", "<=", ">="})
 _ONE_CHAR_OPS = frozenset("<>+-*/%!()[],")
 _KEYWORDS = {"true": True, "false": False, "null": None}
-_JSON_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_JSON_ESCAPES = {
+    '"': '"',
+    "\\": "\\",
+    "/": "/",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+}
 _MAX_NUMBER_LITERAL = 100
 
 
@@ -396,7 +412,7 @@ def _did_you_mean(name: str, choices: Any, prefix: str = "") -> str:
 # --------------------------------------------------------------------------------------------
 # Syntax tree and evaluation
 #
-# Every node has ``eval(env, ctx)``. The tree is at most MAX_DEPTH levels deep (checked while
+# Every node has ``run(env, ctx)``. The tree is at most MAX_DEPTH levels deep (checked while
 # parsing), so the recursive evaluation stays far below Python's recursion limit. Chains of
 # operators of one precedence level (``a || b || c``, ``1 + 2 + 3``) are single n-ary nodes,
 # so long flat conditions do not count as deep nesting.
@@ -410,7 +426,7 @@ class _Node:
         self.offset = offset
         self.depth = depth
 
-    def eval(self, env: Mapping[str, Any], ctx: EvalContext) -> Any:  # pragma: no cover
+    def run(self, env: Mapping[str, Any], ctx: EvalContext) -> Any:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -421,7 +437,7 @@ class _Literal(_Node):
         super().__init__(offset, 1)
         self.value = value  # always a scalar: literal containers do not exist
 
-    def eval(self, env: Mapping[str, Any], ctx: EvalContext) -> Any:
+    def run(self, env: Mapping[str, Any], ctx: EvalContext) -> Any:
         ctx.step()
         return self.value
 
@@ -433,7 +449,7 @@ class _Var(_Node):
         super().__init__(offset, 1)
         self.name = name
 
-    def eval(self, env: Mapping[str, Any], ctx: EvalContext) -> Any:
+    def run(self, env: Mapping[str, Any], ctx: EvalContext) -> Any:
         ctx.step()
         return env.get(self.name)
 
@@ -457,14 +473,14 @@ class _Path(_Node):
         self.base = base
         self.segments = tuple(segments)
 
-    def eval(self, env: Mapping[str, Any], ctx: EvalContext) -> Any:
+    def run(self, env: Mapping[str, Any], ctx: EvalContext) -> Any:
         ctx.step()
-        value = self.base.eval(env, ctx)
+        value = self.base.run(env, ctx)
         keys: list[Any] = []
         # Index expressions cannot refer to the element being visited, so evaluate each once.
         for kind, payload in self.segments:
             if kind == "index":
-                keys.append(payload.eval(env, ctx))
+                keys.append(payload.run(env, ctx))
             elif kind == "key":
                 keys.append(payload)
             else:
@@ -505,9 +521,9 @@ class _Call(_Node):
         self.builtin = builtin
         self.args = tuple(args)
 
-    def eval(self, env: Mapping[str, Any], ctx: EvalContext) -> Any:
+    def run(self, env: Mapping[str, Any], ctx: EvalContext) -> Any:
         ctx.step()
-        args = [arg.eval(env, ctx) for arg in self.args]
+        args = [arg.run(env, ctx) for arg in self.args]
         try:
             return self.builtin.fn(args, ctx)
         except BuiltinError as exc:
@@ -525,9 +541,9 @@ class _Unary(_Node):
         self.op = op
         self.operand = operand
 
-    def eval(self, env: Mapping[str, Any], ctx: EvalContext) -> Any:
+    def run(self, env: Mapping[str, Any], ctx: EvalContext) -> Any:
         ctx.step()
-        value = self.operand.eval(env, ctx)
+        value = self.operand.run(env, ctx)
         if self.op == "!":
             if not isinstance(value, bool):
                 raise BuiltinError(f"'!' needs a boolean, got {type_name(value)}", self.offset)
@@ -557,11 +573,11 @@ class _Logic(_Node):
         self.offsets.append(offset)
         self.depth = max(self.depth, right.depth + 1)
 
-    def eval(self, env: Mapping[str, Any], ctx: EvalContext) -> Any:
+    def run(self, env: Mapping[str, Any], ctx: EvalContext) -> Any:
         ctx.step()
         stop_on = self.op == "||"  # || stops at the first true, && at the first false
         for i, operand in enumerate(self.operands):
-            value = operand.eval(env, ctx)
+            value = operand.run(env, ctx)
             if not isinstance(value, bool):
                 side = "left" if i == 0 else "right"
                 raise BuiltinError(
@@ -589,11 +605,11 @@ class _Chain(_Node):
         self.operands.append(right)
         self.depth = max(self.depth, right.depth + 1)
 
-    def eval(self, env: Mapping[str, Any], ctx: EvalContext) -> Any:
+    def run(self, env: Mapping[str, Any], ctx: EvalContext) -> Any:
         ctx.step()
-        value = self.operands[0].eval(env, ctx)
+        value = self.operands[0].run(env, ctx)
         for (op, offset), operand in zip(self.ops, self.operands[1:], strict=True):
-            right = operand.eval(env, ctx)
+            right = operand.run(env, ctx)
             try:
                 value = _binary(op, value, right, ctx)
             except BuiltinError as exc:
@@ -667,6 +683,7 @@ def _contains(container: Any, item: Any, ctx: EvalContext) -> bool:
     if container is None:
         return False
     if isinstance(container, list):
+        ctx.charge(len(container) + 1)
         return any(json_equal(item, element, ctx) for element in container)
     if isinstance(container, dict):
         if not isinstance(item, str):
@@ -735,11 +752,15 @@ class _Parser:
     def expect_op(self, value: str, context: str) -> None:
         token = self.advance()
         if not self.is_op(token, value):
-            raise self.error(f"expected {value!r} {context}, found {token.describe()}", token.offset)
+            raise self.error(
+                f"expected {value!r} {context}, found {token.describe()}", token.offset
+            )
 
     def check_depth(self, node: _Node) -> _Node:
         if node.depth > MAX_DEPTH:
-            raise self.error(f"expression nested too deeply (limit {MAX_DEPTH} levels)", node.offset)
+            raise self.error(
+                f"expression nested too deeply (limit {MAX_DEPTH} levels)", node.offset
+            )
         return node
 
     def parse(self) -> _Node:
@@ -818,11 +839,7 @@ class _Parser:
             self.expect_op(")", "to close '('")
         elif self.is_op(token, "!") or self.is_op(token, "-"):
             operand = self.expression(_PREFIX_POWER)
-            if (
-                token.value == "-"
-                and isinstance(operand, _Literal)
-                and is_number(operand.value)
-            ):
+            if token.value == "-" and isinstance(operand, _Literal) and is_number(operand.value):
                 return _Literal(-operand.value, token.offset)  # fold "-1" into a literal
             return self.check_depth(_Unary(token.value, operand, token.offset))
         elif kind == "eof":
@@ -894,9 +911,7 @@ class _Parser:
             )
         self.calls -= 1
         if not builtin.accepts(len(args)):
-            raise self.error(
-                f"{builtin.arity_message()} (got {len(args)})", name_token.offset
-            )
+            raise self.error(f"{builtin.arity_message()} (got {len(args)})", name_token.offset)
         return self.check_depth(_Call(builtin, args, name_token.offset))
 
 
@@ -943,7 +958,7 @@ class Expression:
             max_array=MAX_ARRAY_LENGTH,
         )
         try:
-            result = self._node.eval(env, ctx)
+            result = self._node.run(env, ctx)
             # Paths return references into env; copying here is what guarantees callers
             # can never mutate env through a result (and it re-validates the JSON types).
             return copy_json(result, ctx)

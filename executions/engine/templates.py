@@ -341,7 +341,9 @@ def compile_mappings(items: list[Any] | None, *, path: str) -> Mappings:
     for i, item in enumerate(items):
         item_path = f"{path}[{i}]"
         if not isinstance(item, dict):
-            errors.append((item_path, f"must be an object with target and source, got {type_name(item)}"))
+            errors.append(
+                (item_path, f"must be an object with target and source, got {type_name(item)}")
+            )
             continue
         for key in item:
             if key not in _MAPPING_KEYS:
@@ -354,7 +356,10 @@ def compile_mappings(items: list[Any] | None, *, path: str) -> Mappings:
             errors.append((_join(item_path, "target"), "must be a non-empty string"))
         elif target in targets:
             errors.append(
-                (_join(item_path, "target"), f"duplicate target {target!r} (also in item {targets[target]})")
+                (
+                    _join(item_path, "target"),
+                    f"duplicate target {target!r} (also in item {targets[target]})",
+                )
             )
         else:
             targets[target] = i

@@ -169,14 +169,14 @@ def _resolve_tagged(tag: str, text: str, line: int | None) -> Any:
     value = _resolve_plain(text, line)
     expected = {_INT: int, _FLOAT: (int, float), _BOOL: bool, _NULL: type(None)}[tag]
     if isinstance(value, bool) and tag != _BOOL or not isinstance(value, expected):
-        raise YamlError(f"{text!r} is not a valid !!{tag[len(_TAG_PREFIX):]}", line)
+        raise YamlError(f"{text!r} is not a valid !!{tag[len(_TAG_PREFIX) :]}", line)
     return float(value) if tag == _FLOAT else value
 
 
 def _check_tag(tag: str | None, allowed: set[str], line: int | None) -> None:
     if tag is None or tag == "!" or tag in allowed:
         return
-    shown = "!!" + tag[len(_TAG_PREFIX):] if tag.startswith(_TAG_PREFIX) else tag
+    shown = "!!" + tag[len(_TAG_PREFIX) :] if tag.startswith(_TAG_PREFIX) else tag
     raise YamlError(f"the YAML tag {shown} is not allowed", line)
 
 
@@ -280,7 +280,9 @@ def _build(events: Iterable[Any], max_depth: int, max_nodes: int) -> tuple[Any, 
                 raise YamlError(f"mapping keys must be strings, got {shown}; quote it", line)
             first = frame.first_lines.get(value, _NO_VALUE)
             if first is not _NO_VALUE:
-                raise YamlError(f"duplicate key {value!r} (line {line}, first at line {first})", line)
+                raise YamlError(
+                    f"duplicate key {value!r} (line {line}, first at line {first})", line
+                )
             frame.first_lines[value] = line
             frame.key, frame.key_line = value, line
             return None

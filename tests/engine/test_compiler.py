@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 import textwrap
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -46,7 +48,9 @@ def find(errors, path: str):
 def cloudflow(states: str, start: str = "A", extra: str = "") -> str:
     """A CloudFlow document around an indented ``States`` body (states start on line 6)."""
     body = textwrap.indent(textwrap.dedent(states).strip("\n"), "  ")
-    return f"Type: StateMachine\nName: t\nSpecVersion: v1\nStartAt: {start}\n{extra}States:\n{body}\n"
+    return (
+        f"Type: StateMachine\nName: t\nSpecVersion: v1\nStartAt: {start}\n{extra}States:\n{body}\n"
+    )
 
 
 def legacy(steps: str, extra: str = "") -> str:
@@ -56,6 +60,8 @@ def legacy(steps: str, extra: str = "") -> str:
 
 
 FN = "acs:fc:cn-hangzhou:123:functions/{}/LATEST"
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+RNG = random.Random(0)
 
 
 # --- the example flows --------------------------------------------------------------------------
@@ -70,7 +76,15 @@ def test_polling_flow():
     assert g.root.start_at == "Submit"
     assert set(g.scopes) == {"States"}
     assert g.scopes["States"] is g.root
-    assert list(g.root.states) == ["Submit", "Prepare", "Pause", "Poll", "Done?", "GaveUp", "Finished"]
+    assert list(g.root.states) == [
+        "Submit",
+        "Prepare",
+        "Pause",
+        "Poll",
+        "Done?",
+        "GaveUp",
+        "Finished",
+    ]
     assert g.functions == {"submit_job", "poll_job"}
     assert g.queues == frozenset()
 
@@ -119,7 +133,12 @@ def test_polling_flow():
     assert g.state("States", "Finished").kind is StateKind.SUCCEED
 
     assert [(w.path, w.message, w.line, w.severity) for w in g.warnings] == [
-        ("States[3].Parameters.resourceArn", "function 'poll_job' does not exist yet", 33, "warning"),
+        (
+            "States[3].Parameters.resourceArn",
+            "function 'poll_job' does not exist yet",
+            33,
+            "warning",
+        ),
         ("States[5]", "Fail state 'GaveUp' has no Detail", 52, "warning"),
     ]
 
@@ -162,7 +181,10 @@ def test_legacy_foreach_queue_flow():
     assert dispatch.task.queue == "jobs"
     assert dispatch.task.function is None
     assert dispatch.task.mode is TaskMode.CUSTOM_CALLBACK
-    assert dispatch.task.service_params is not None
+    rendered = dispatch.task.service_params.render(
+        {"input": {"worker": "w1", "token": "t"}, "local": {}, "context": {}}, now=NOW, rng=RNG
+    )
+    assert rendered == {"MessageBody": {"worker": "w1", "token": "t"}, "Priority": 1}
     assert dispatch.input_mappings is not None
     assert g.queues == {"jobs"}
     assert g.functions == frozenset()
@@ -184,26 +206,38 @@ def _seeds_marker():
 
 
 _YAMLISH = re.compile(r"^(- )?[A-Za-z][\w.$]*:(\s.*)?$")
-_LIST_KEYS = {"steps": "steps", "branches": "branches", "choices": "choices", "retry": "rules",
-              "catch": "rules", "inputMappings": "mappings", "outputMappings": "mappings",
-              "errorMappings": "mappings"}  # fmt: skip
+_LIST_KEYS = {
+    "steps": "steps",
+    "branches": "branches",
+    "choices": "choices",
+    "retry": "rules",
+    "catch": "rules",
+    "inputMappings": "mappings",
+    "outputMappings": "mappings",
+    "errorMappings": "mappings",
+}
 _MAP_KEYS = {"iterationMapping": "iteration", "serviceParams": "params", "default": "choice"}
-_ITEM_KINDS = {"type": ("steps", "step"), "target": ("mappings", "mapping"),
-               "steps": ("branches", "branch"), "condition": ("choices", "choice"),
-               "errors": ("rules", "rule")}  # fmt: skip
-_ACCEPTS = {
-    "flow": {"version", "type", "name", "steps", "inputMappings", "outputMappings"},
-    "step": {"type", "name", "resourceArn", "pattern", "timeoutSeconds", "end", "goto",
-             "inputMappings", "outputMappings", "errorMappings", "retry", "catch",
-             "serviceParams", "duration", "timestamp", "choices", "default", "branches",
-             "iterationMapping", "steps", "error", "cause", "maxConcurrency"},
-    "mapping": {"target", "source"},
-    "iteration": {"collection", "item", "index"},
-    "branch": {"steps"},
-    "choice": {"condition", "steps", "goto"},
-    "rule": {"errors", "goto", "intervalSeconds", "maxIntervalSeconds", "maxAttempts",
-             "multiplier"},
-}  # fmt: skip
+_ITEM_KINDS = {
+    "type": ("steps", "step"),
+    "target": ("mappings", "mapping"),
+    "steps": ("branches", "branch"),
+    "condition": ("choices", "choice"),
+    "errors": ("rules", "rule"),
+}
+_ACCEPTS = {  # which keys each kind of legacy mapping has
+    context: set(keys.split())
+    for context, keys in {
+        "flow": "version type name steps inputMappings outputMappings",
+        "step": "type name resourceArn pattern timeoutSeconds end goto inputMappings "
+        "outputMappings errorMappings retry catch serviceParams duration timestamp choices "
+        "default branches iterationMapping steps error cause maxConcurrency",
+        "mapping": "target source",
+        "iteration": "collection item index",
+        "branch": "steps",
+        "choice": "condition steps goto",
+        "rule": "errors goto intervalSeconds maxIntervalSeconds maxAttempts multiplier",
+    }.items()
+}
 
 
 def _reindent_legacy(lines: list[str]) -> str:
@@ -219,6 +253,7 @@ def _reindent_legacy(lines: list[str]) -> str:
             list_kind, item_kind = _ITEM_KINDS[key]
             while stack[-1][0] != "list:" + list_kind:
                 stack.pop()
+                assert stack, f"cannot place {line!r}"
             indent = stack[-1][1]
             out.append(" " * indent + "- " + body)
             stack.append((item_kind, indent + 2))
@@ -229,6 +264,7 @@ def _reindent_legacy(lines: list[str]) -> str:
                 or (stack[-1][0] == "params" and key[:1].isupper())
             ):
                 stack.pop()
+                assert stack, f"cannot place {line!r}"
             indent = stack[-1][1]
             out.append(" " * indent + body)
         value = rest.split(" #")[0].strip()
@@ -250,7 +286,7 @@ def extract_flows(text: str) -> list[str]:
         if stripped == "Type: StateMachine":
             indent = len(line) - len(line.lstrip())
             block = [line]
-            for following in lines[i + 1:]:
+            for following in lines[i + 1 :]:
                 if following.strip() and len(following) - len(following.lstrip()) < indent:
                     break
                 block.append(following)
@@ -291,12 +327,14 @@ def test_seed_flows_compile(seed):
 
 
 def test_seed_extraction_of_a_flattened_legacy_block():
-    page = "intro\nversion: v1\ntype: flow\nsteps:\n- type: foreach\nname: each\n" \
-        "iterationMapping:\ncollection: $.xs\nitem: x\nsteps:\n- type: task\nname: t\n" \
-        "resourceArn: acs:mns:::/queues/q/messages # the queue\ninputMappings:\n" \
-        "- target: a\nsource: $input.x\n- target: b\nsource: $context.task.token\n" \
-        "serviceParams: # params\nMessageBody: $\nPriority: 1\n- type: pass\nname: p\n" \
-        "这是说明文字\n"  # fmt: skip
+    page = (
+        "intro\nversion: v1\ntype: flow\nsteps:\n- type: foreach\nname: each\n"
+        "iterationMapping:\ncollection: $.xs\nitem: x\nsteps:\n- type: task\nname: t\n"
+        "resourceArn: acs:mns:::/queues/q/messages # the queue\ninputMappings:\n"
+        "- target: a\nsource: $input.x\n- target: b\nsource: $context.task.token\n"
+        "serviceParams: # params\nMessageBody: $\nPriority: 1\n- type: pass\nname: p\n"
+        "这是说明文字\n"
+    )
     (flow,) = extract_flows(page)
     data, _ = load_document(flow)
     each = data["steps"][0]
@@ -311,7 +349,8 @@ def test_seed_extraction_of_a_flattened_legacy_block():
 
 
 def test_cloudflow_task_fields():
-    g = compile_text(cloudflow(f"""
+    g = compile_text(
+        cloudflow(f"""
         - Name: A
           Type: Task
           Description: call back later
@@ -361,7 +400,8 @@ def test_cloudflow_task_fields():
               nested:
                 value.$: $Input.x
           End: true
-    """))
+    """)
+    )
     a = g.state("States", "A")
     task = a.task
     assert task.target == "function"
@@ -371,7 +411,8 @@ def test_cloudflow_task_fields():
     assert task.invocation == "async"
     assert task.timeout_seconds == 30.0
     assert task.heartbeat_seconds == 10.0
-    assert task.body is not None
+    env = {"Input": {"request": {"id": 7}}, "Context": {}, "Global": {}}
+    assert task.body.render(env, now=NOW, rng=RNG) == {"id": 7}
     assert a.input_constructor is not None
     assert a.output_constructor is not None
     assert a.global_constructor is not None
@@ -379,12 +420,18 @@ def test_cloudflow_task_fields():
     r0, r1 = a.retry
     assert r0.errors == ("FC.ResourceThrottled", "MyError")
     assert (r0.max_attempts, r0.interval_seconds, r0.backoff_rate, r0.max_backoff_seconds) == (
-        5, 1.5, 2.0, 60.0,
-    )  # fmt: skip
+        5,
+        1.5,
+        2.0,
+        60.0,
+    )
     assert r0.path == "States[0].Retry[0]"
     assert (r1.errors, r1.max_attempts, r1.interval_seconds, r1.backoff_rate) == (
-        ("FnF.ALL",), 0, 0.0, 1.0,
-    )  # fmt: skip
+        ("FnF.ALL",),
+        0,
+        0.0,
+        1.0,
+    )
     assert r1.max_backoff_seconds is None
     (catch,) = a.catch
     assert catch.errors == ("FnF.ALL",)
@@ -414,26 +461,30 @@ def test_cloudflow_task_fields():
     ],
 )
 def test_function_arn_forms(arn, function):
-    g = compile_text(cloudflow(f"""
+    g = compile_text(
+        cloudflow(f"""
         - Name: A
           Type: Task
           Action: FC:InvokeFunction
           Parameters: {{resourceArn: "{arn}"}}
           End: true
-    """))
+    """)
+    )
     assert g.state("States", "A").task.function == function
     assert g.functions == {function}
 
 
 def test_task_defaults():
-    g = compile_text(cloudflow(f"""
+    g = compile_text(
+        cloudflow(f"""
         - Name: A
           Type: Task
           Action: FC:InvokeFunction
           Parameters:
             resourceArn: {FN.format("f")}
           End: true
-    """))
+    """)
+    )
     task = g.state("States", "A").task
     assert task.mode is TaskMode.REQUEST
     assert task.invocation == "sync"
@@ -442,7 +493,8 @@ def test_task_defaults():
 
 
 def test_cloudflow_wait_forms():
-    g = compile_text(cloudflow("""
+    g = compile_text(
+        cloudflow("""
         - Name: A
           Type: Wait
           Seconds: 86400000
@@ -465,16 +517,23 @@ def test_cloudflow_wait_forms():
           Type: Wait
           Timestamp: "2030-01-02T03:04:05.123+08:00"
           End: true
-    """))
+    """)
+    )
     a, b, c, d = (g.state("States", n).wait for n in "ABCD")
-    assert (a.seconds, a.seconds_expr, a.timestamp, a.timestamp_expr) == (86400000.0, None, None, None)
+    assert (a.seconds, a.seconds_expr, a.timestamp, a.timestamp_expr) == (
+        86400000.0,
+        None,
+        None,
+        None,
+    )
     assert b.seconds is None and b.seconds_expr is not None
     assert c.timestamp == "2030-01-02T03:04:05Z"
     assert d.timestamp_expr is not None and d.timestamp is None
 
 
 def test_cloudflow_parallel_and_map():
-    g = compile_text(cloudflow(f"""
+    g = compile_text(
+        cloudflow(f"""
         - Name: A
           Type: Parallel
           Branches:
@@ -488,7 +547,7 @@ def test_cloudflow_parallel_and_map():
                 - Name: P2
                   Type: Task
                   Action: FC:InvokeFunction
-                  Parameters: {{resourceArn: "{FN.format('inner')}"}}
+                  Parameters: {{resourceArn: "{FN.format("inner")}"}}
                   Next: P3
                 - Name: P3
                   Type: Succeed
@@ -522,11 +581,15 @@ def test_cloudflow_parallel_and_map():
                 Code: Bad
                 Detail: bad item
           End: true
-    """))
+    """)
+    )
     assert set(g.scopes) == {
-        "States", "States[0].Branches[0]", "States[0].Branches[1]", "States[1].Processor",
+        "States",
+        "States[0].Branches[0]",
+        "States[0].Branches[1]",
+        "States[1].Processor",
         "States[2].Processor",
-    }  # fmt: skip
+    }
     a = g.state("States", "A")
     assert a.kind is StateKind.PARALLEL
     assert [s.path for s in a.branches] == ["States[0].Branches[0]", "States[0].Branches[1]"]
@@ -552,7 +615,8 @@ def test_cloudflow_parallel_and_map():
 
 
 def test_succeed_and_fail_accept_end_and_constructors():
-    g = compile_text(cloudflow("""
+    g = compile_text(
+        cloudflow("""
         - Name: A
           Type: Choice
           Description: pick
@@ -572,7 +636,8 @@ def test_succeed_and_fail_accept_end_and_constructors():
           Code: E
           Detail: nope
           InputConstructor: {y: 1}
-    """))
+    """)
+    )
     assert g.state("States", "A").input_constructor is not None
     assert g.state("States", "B").output_constructor is not None
     assert g.state("States", "C").input_constructor is not None
@@ -594,9 +659,8 @@ def test_json_definition():
         "Type": "StateMachine",
         "SpecVersion": "v1",
         "StartAt": "A",
-        "States": [{"Name": "A", "Type": "Pass", "Next": "B"},
-                   {"Name": "B", "Type": "Succeed"}],
-    }  # fmt: skip
+        "States": [{"Name": "A", "Type": "Pass", "Next": "B"}, {"Name": "B", "Type": "Succeed"}],
+    }
     g = compile_definition(json.dumps(doc, indent=2))
     assert g.state("States", "A").next == "B"
     assert g.state("States", "A").line == 6
@@ -614,7 +678,8 @@ def test_compile_data_without_lines():
 
 
 def test_a_loop_with_a_way_out_is_fine():
-    g = compile_text(cloudflow("""
+    g = compile_text(
+        cloudflow("""
         - {Name: A, Type: Wait, Seconds: 1, Next: B}
         - Name: B
           Type: Choice
@@ -622,12 +687,14 @@ def test_a_loop_with_a_way_out_is_fine():
             - {Condition: $Input.done, Next: C}
           Default: A
         - {Name: C, Type: Succeed}
-    """))
+    """)
+    )
     assert g.warnings == ()
 
 
 def test_a_loop_with_no_way_out_is_a_warning():
-    g = compile_text(cloudflow("""
+    g = compile_text(
+        cloudflow("""
         - Name: A
           Type: Choice
           Branches:
@@ -636,7 +703,8 @@ def test_a_loop_with_no_way_out_is_a_warning():
         - {Name: B, Type: Wait, Seconds: 1, Next: D}
         - {Name: D, Type: Pass, Next: B}
         - {Name: C, Type: Succeed}
-    """))
+    """)
+    )
     assert sorted((w.path, w.message) for w in g.warnings) == [
         ("States[1]", "state 'B' can never reach the end of its scope (it loops with no way out)"),
         ("States[2]", "state 'D' can never reach the end of its scope (it loops with no way out)"),
@@ -647,13 +715,19 @@ def test_a_loop_with_no_way_out_is_a_warning():
 
 
 def test_unknown_field_with_hint():
-    e = the_error(cloudflow("""
+    e = the_error(
+        cloudflow("""
         - Name: A
           Type: Pass
           Nxt: B
           End: true
-    """))
-    assert (e.path, e.line, e.message) == ("States[0].Nxt", 8, "unknown field 'Nxt'; did you mean 'Next'?")
+    """)
+    )
+    assert (e.path, e.line, e.message) == (
+        "States[0].Nxt",
+        8,
+        "unknown field 'Nxt'; did you mean 'Next'?",
+    )
 
 
 def test_unknown_field_without_hint():
@@ -667,23 +741,31 @@ def test_field_of_another_state_type():
 
 
 def test_unknown_state_type_with_hint():
-    e = the_error(cloudflow("""
+    e = the_error(
+        cloudflow("""
         - Name: A
           Type: Tsk
           End: true
-    """))
-    assert (e.path, e.line, e.message) == ("States[0].Type", 7, "unknown state type 'Tsk'; did you mean 'Task'?")
+    """)
+    )
+    assert (e.path, e.line, e.message) == (
+        "States[0].Type",
+        7,
+        "unknown state type 'Tsk'; did you mean 'Task'?",
+    )
 
 
 def test_catch_on_pass_is_an_error():
-    e = the_error(cloudflow("""
+    e = the_error(
+        cloudflow("""
         - Name: A
           Type: Pass
           Catch:
             - {Errors: [FnF.ALL], Next: B}
           Next: B
         - {Name: B, Type: Succeed}
-    """))
+    """)
+    )
     assert e.path == "States[0].Catch"
     assert e.line == 8
     assert e.message == (
@@ -693,19 +775,24 @@ def test_catch_on_pass_is_an_error():
 
 
 def test_non_fc_action_is_an_error():
-    e = the_error(cloudflow("""
+    e = the_error(
+        cloudflow("""
         - Name: A
           Type: Task
           Action: HTTP:Request
           Parameters: {resourceArn: "acs:fc:::functions/f"}
           End: true
-    """))
+    """)
+    )
     assert (e.path, e.line) == ("States[0].Action", 8)
-    assert e.message == "Action 'HTTP:Request' is not supported; flowsite supports FC:InvokeFunction"
+    assert (
+        e.message == "Action 'HTTP:Request' is not supported; flowsite supports FC:InvokeFunction"
+    )
 
 
 def test_distributed_map_is_an_error():
-    errors = errors_of(cloudflow("""
+    errors = errors_of(
+        cloudflow("""
         - Name: A
           Type: Map
           ItemsPath: $Input.items
@@ -718,13 +805,17 @@ def test_distributed_map_is_an_error():
             States:
               - {Name: B, Type: Pass, End: true}
           End: true
-    """))
+    """)
+    )
     assert [(e.path, e.line, e.message) for e in errors] == [
-        ("States[0].ProcessorConfig.ExecutionMode", 10,
-         "distributed Map is not supported yet (ExecutionMode 'Express')"),
+        (
+            "States[0].ProcessorConfig.ExecutionMode",
+            10,
+            "distributed Map is not supported yet (ExecutionMode 'Express')",
+        ),
         ("States[0].ItemReader", 11, "ItemReader is not supported yet (distributed Map)"),
         ("States[0].ResultWriter", 12, "ResultWriter is not supported yet (distributed Map)"),
-    ]  # fmt: skip
+    ]
 
 
 def test_unknown_function_is_only_a_warning():
@@ -747,24 +838,34 @@ def test_unknown_function_is_only_a_warning():
     )
     (w,) = g.warnings
     assert (w.path, w.line, w.message, w.severity) == (
-        "States[0].Parameters.resourceArn", 10, "function 'ghost' does not exist yet", "warning"
+        "States[0].Parameters.resourceArn",
+        10,
+        "function 'ghost' does not exist yet",
+        "warning",
     )
     assert g.functions == {"ghost", "real"}
     # without known_functions nothing is checked
-    assert compile_text(cloudflow(f"""
+    assert (
+        compile_text(
+            cloudflow(f"""
         - Name: A
           Type: Task
           Action: FC:InvokeFunction
           Parameters: {{resourceArn: "{FN.format("ghost")}"}}
           End: true
-    """)).warnings == ()
+    """)
+        ).warnings
+        == ()
+    )
 
 
 def test_next_to_a_missing_state_with_hint():
-    errors = errors_of(cloudflow("""
+    errors = errors_of(
+        cloudflow("""
         - {Name: A, Type: Pass, Next: Finish}
         - {Name: Finished, Type: Succeed}
-    """))
+    """)
+    )
     e = find(errors, "States[0].Next")
     assert e.line == 6
     assert e.message == "there is no state 'Finish' in this scope; did you mean 'Finished'?"
@@ -773,7 +874,8 @@ def test_next_to_a_missing_state_with_hint():
 
 
 def test_next_to_another_scopes_state():
-    errors = errors_of(cloudflow("""
+    errors = errors_of(
+        cloudflow("""
         - Name: A
           Type: Parallel
           Branches:
@@ -785,7 +887,8 @@ def test_next_to_another_scopes_state():
           Next: After
         - Name: After
           Type: Succeed
-    """))
+    """)
+    )
     e = find(errors, "States[0].Branches[0].States[0].Next")
     assert e.line == 13
     assert e.message == (
@@ -795,7 +898,8 @@ def test_next_to_another_scopes_state():
 
 
 def test_reference_from_outer_scope_into_a_branch():
-    errors = errors_of(cloudflow("""
+    errors = errors_of(
+        cloudflow("""
         - Name: A
           Type: Parallel
           Branches:
@@ -805,34 +909,44 @@ def test_reference_from_outer_scope_into_a_branch():
           Catch:
             - {Errors: [FnF.ALL], Next: Inner}
           End: true
-    """))
+    """)
+    )
     e = find(errors, "States[0].Catch[0].Next")
     assert "another scope (States[0].Branches[0])" in e.message
     assert e.line == 13
 
 
 def test_unreachable_state():
-    errors = errors_of(cloudflow("""
+    errors = errors_of(
+        cloudflow("""
         - {Name: A, Type: Pass, End: true}
         - {Name: Orphan, Type: Pass, Next: A}
-    """))
+    """)
+    )
     assert [(e.path, e.line, e.message) for e in errors] == [
         ("States[1]", 7, "state 'Orphan' is unreachable from 'A'"),
     ]
 
 
 def test_scope_that_can_never_end():
-    errors = errors_of(cloudflow("""
+    errors = errors_of(
+        cloudflow("""
         - {Name: A, Type: Pass, Next: B}
         - {Name: B, Type: Wait, Seconds: 1, Next: A}
-    """))
+    """)
+    )
     assert [(e.path, e.line, e.message) for e in errors] == [
-        ("States", 5, "this scope can never end: no path from 'A' reaches Succeed, Fail or End: true"),
+        (
+            "States",
+            5,
+            "this scope can never end: no path from 'A' reaches Succeed, Fail or End: true",
+        ),
     ]
 
 
 def test_nested_scope_that_can_never_end():
-    errors = errors_of(cloudflow("""
+    errors = errors_of(
+        cloudflow("""
         - Name: A
           Type: Map
           ItemsPath: $Input.xs
@@ -841,47 +955,63 @@ def test_nested_scope_that_can_never_end():
             States:
               - {Name: L, Type: Pass, Next: L}
           End: true
-    """))
+    """)
+    )
     assert [(e.path, e.line) for e in errors] == [("States[0].Processor.States", 11)]
 
 
 def test_start_at_problems():
-    errors = errors_of("Type: StateMachine\nSpecVersion: v1\nStates:\n  - {Name: A, Type: Succeed}\n")
+    errors = errors_of(
+        "Type: StateMachine\nSpecVersion: v1\nStates:\n  - {Name: A, Type: Succeed}\n"
+    )
     assert [(e.path, e.message, e.line) for e in errors] == [("StartAt", "StartAt is required", 1)]
     e = the_error(cloudflow("- {Name: A, Type: Succeed}", start="Aa"))
     assert (e.path, e.line, e.message) == (
-        "StartAt", 4, "StartAt names no state of this scope: 'Aa'; did you mean 'A'?"
+        "StartAt",
+        4,
+        "StartAt names no state of this scope: 'Aa'; did you mean 'A'?",
     )
 
 
 def test_duplicate_state_names():
-    e = the_error(cloudflow("""
+    e = the_error(
+        cloudflow("""
         - {Name: A, Type: Pass, Next: B}
         - {Name: B, Type: Succeed}
         - {Name: A, Type: Succeed}
-    """))
+    """)
+    )
     assert (e.path, e.line, e.message) == (
-        "States[2].Name", 8, "duplicate state name 'A' (first at States[0])"
+        "States[2].Name",
+        8,
+        "duplicate state name 'A' (first at States[0])",
     )
 
 
 def test_next_and_end():
-    errors = errors_of(cloudflow("""
+    errors = errors_of(
+        cloudflow("""
         - {Name: A, Type: Pass, Next: B, End: true}
         - {Name: B, Type: Pass}
         - {Name: C, Type: Choice, Next: A, Branches: [{Condition: $Input.x, Next: A}], Default: A}
         - {Name: D, Type: Succeed, Next: A}
-    """))
+    """)
+    )
     assert find(errors, "States[0].End").message == "a state cannot have both Next and End: true"
-    assert find(errors, "States[1].Next").message == "Next is required (or End: true to end the scope)"
+    assert (
+        find(errors, "States[1].Next").message == "Next is required (or End: true to end the scope)"
+    )
     assert find(errors, "States[2].Next").message == (
         "a Choice state has no Next; its Branches and Default say where to go"
     )
-    assert find(errors, "States[3].Next").message == "a Succeed state ends its scope and has no Next"
+    assert (
+        find(errors, "States[3].Next").message == "a Succeed state ends its scope and has no Next"
+    )
 
 
 def test_field_types_are_checked():
-    errors = errors_of(cloudflow(f"""
+    errors = errors_of(
+        cloudflow(f"""
         - Name: A
           Type: Task
           Action: FC:InvokeFunction
@@ -897,14 +1027,17 @@ def test_field_types_are_checked():
               MaxAttempts: 101
               IntervalSeconds: 1
           End: "yes"
-    """))
+    """)
+    )
     got = {e.path: e.message for e in errors}
     assert got == {
         "States[0].Retry[0].Errors": "Errors must be a list, got string",
         "States[0].Retry[0].MaxAttempts": "MaxAttempts must be an integer, got string",
         "States[0].Retry[0].IntervalSeconds": "IntervalSeconds must be at least 0, got -1",
         "States[0].Retry[0].BackoffRate": "BackoffRate must be at least 1, got 0.5",
-        "States[0].Retry[0].MaxBackoffSeconds": "MaxBackoffSeconds must be at most 86400, got 100000",
+        "States[0].Retry[0].MaxBackoffSeconds": (
+            "MaxBackoffSeconds must be at most 86400, got 100000"
+        ),
         "States[0].Retry[1].Errors": "Errors must not be empty",
         "States[0].Retry[1].MaxAttempts": "MaxAttempts must be at most 100, got 101",
         "States[0].End": "End must be a boolean, got string",
@@ -913,16 +1046,18 @@ def test_field_types_are_checked():
 
 
 def test_retry_required_fields_and_unreachable_rule():
-    errors = errors_of(cloudflow(f"""
+    errors = errors_of(
+        cloudflow(f"""
         - Name: A
           Type: Task
           Action: FC:InvokeFunction
-          Parameters: {{resourceArn: "{FN.format('f')}"}}
+          Parameters: {{resourceArn: "{FN.format("f")}"}}
           Retry:
             - {{Errors: [FnF.ALL], MaxAttempts: 1, IntervalSeconds: 1}}
             - {{Errors: [X]}}
           End: true
-    """))
+    """)
+    )
     assert {e.path: e.message for e in errors} == {
         "States[0].Retry[1].MaxAttempts": "MaxAttempts is required",
         "States[0].Retry[1].IntervalSeconds": "IntervalSeconds is required",
@@ -930,33 +1065,37 @@ def test_retry_required_fields_and_unreachable_rule():
 
 
 def test_unreachable_retry_rule_is_a_warning():
-    g = compile_text(cloudflow(f"""
+    g = compile_text(
+        cloudflow(f"""
         - Name: A
           Type: Task
           Action: FC:InvokeFunction
-          Parameters: {{resourceArn: "{FN.format('f')}"}}
+          Parameters: {{resourceArn: "{FN.format("f")}"}}
           Retry:
             - {{Errors: [FnF.ALL], MaxAttempts: 1, IntervalSeconds: 1}}
             - {{Errors: [X], MaxAttempts: 1, IntervalSeconds: 1}}
           End: true
-    """))
+    """)
+    )
     (w,) = g.warnings
     assert w.path == "States[0].Retry[1]"
     assert "never used" in w.message
 
 
 def test_catch_rule_errors():
-    errors = errors_of(cloudflow(f"""
+    errors = errors_of(
+        cloudflow(f"""
         - Name: A
           Type: Task
           Action: FC:InvokeFunction
-          Parameters: {{resourceArn: "{FN.format('f')}"}}
+          Parameters: {{resourceArn: "{FN.format("f")}"}}
           Catch:
             - Errors: [FnF.ALL]
               Goto: B
           End: true
         - {{Name: B, Type: Succeed}}
-    """))
+    """)
+    )
     assert {(e.path, e.message) for e in errors} == {
         ("States[0].Catch[0].Goto", "unknown field 'Goto'"),
         ("States[0].Catch[0].Next", "Next is required"),
@@ -975,32 +1114,40 @@ def test_catch_rule_errors():
     ],
 )
 def test_timeout_errors(timeout, message):
-    e = the_error(cloudflow(f"""
+    e = the_error(
+        cloudflow(f"""
         - Name: A
           Type: Task
           Action: FC:InvokeFunction
           Timeout: {timeout}
-          Parameters: {{resourceArn: "{FN.format('f')}"}}
+          Parameters: {{resourceArn: "{FN.format("f")}"}}
           End: true
-    """))
+    """)
+    )
     assert (e.path, e.line, e.message) == ("States[0].Timeout", 9, message)
 
 
-@pytest.mark.parametrize(("timeout", "seconds"), [('"0"', None), ("0", None), ('"12.5"', 12.5), ("604800", 604800.0)])
+@pytest.mark.parametrize(
+    ("timeout", "seconds"), [('"0"', None), ("0", None), ('"12.5"', 12.5), ("604800", 604800.0)]
+)
 def test_timeout_values(timeout, seconds):
-    g = compile_text(cloudflow(f"""
+    g = compile_text(
+        cloudflow(f"""
         - Name: A
           Type: Task
           Action: FC:InvokeFunction
           Timeout: {timeout}
-          Parameters: {{resourceArn: "{FN.format('f')}"}}
+          Parameters: {{resourceArn: "{FN.format("f")}"}}
           End: true
-    """))
+    """)
+    )
     assert g.state("States", "A").task.timeout_seconds == seconds
 
 
 def test_task_parameter_errors():
-    errors = errors_of(cloudflow(f"""
+    errors = errors_of(
+        cloudflow(
+            f"""
         - Name: A
           Type: Task
           Action: FC:InvokeFunction
@@ -1015,7 +1162,7 @@ def test_task_parameter_errors():
           Type: Task
           Action: FC:InvokeFunction
           Parameters:
-            resourceArn: {FN.format('f')}
+            resourceArn: {FN.format("f")}
             body: {{a: 1}}
             body.$: $Input
           End: true
@@ -1023,17 +1170,26 @@ def test_task_parameter_errors():
           Type: Task
           Action: FC:InvokeFunction
           End: true
-    """, start="A"))
+    """,
+            start="A",
+        )
+    )
     got = {e.path: e.message for e in errors}
     assert got["States[0].TaskMode"].startswith(
         "TaskMode must be one of RequestComplete, WaitForSystemCallback, WaitForCustomCallback, "
         "got 'WaitForCallback'; did you mean"
     )
-    assert got["States[0].HeartbeatSeconds"] == "HeartbeatSeconds needs TaskMode: WaitForCustomCallback"
+    assert (
+        got["States[0].HeartbeatSeconds"]
+        == "HeartbeatSeconds needs TaskMode: WaitForCustomCallback"
+    )
     assert got["States[0].Parameters.resourceArn"].startswith(
         "resourceArn 'acs:oss:::bucket/key' is not a Function Compute function ARN"
     )
-    assert got["States[0].Parameters.invocationType"] == "invocationType must be Sync or Async, got 'sync'"
+    assert (
+        got["States[0].Parameters.invocationType"]
+        == "invocationType must be Sync or Async, got 'sync'"
+    )
     assert got["States[0].Parameters.payload"] == "unknown field 'payload'"
     assert got["States[1].Parameters.body.$"] == "use either body or body.$, not both"
     assert got["States[2].Parameters"] == "Parameters is required"
@@ -1041,7 +1197,8 @@ def test_task_parameter_errors():
 
 
 def test_wait_errors():
-    errors = errors_of(cloudflow("""
+    errors = errors_of(
+        cloudflow("""
         - {Name: A, Type: Wait, Next: B}
         - {Name: B, Type: Wait, Seconds: 1, Seconds.$: $Input.s, Next: C}
         - {Name: C, Type: Wait, Seconds: $Input.s, Next: D}
@@ -1050,23 +1207,32 @@ def test_wait_errors():
         - {Name: F, Type: Wait, Timestamp: "2030-01-01T00:00:00", Next: G}
         - {Name: G, Type: Wait, Timestamp: $Input.t, Next: H}
         - {Name: H, Type: Wait, Seconds: 1, Timestamp: "2030-01-01T00:00:00Z", End: true}
-    """))
+    """)
+    )
     got = {e.path: e.message for e in errors}
+    one_of = "a Wait state needs exactly one of Seconds, Seconds.$, Timestamp and Timestamp.$"
     assert got == {
-        "States[0]": "a Wait state needs exactly one of Seconds, Seconds.$, Timestamp and Timestamp.$, got 0",
-        "States[1].Seconds.$": "a Wait state needs exactly one of Seconds, Seconds.$, Timestamp and Timestamp.$, got 2",
+        "States[0]": f"{one_of}, got 0",
+        "States[1].Seconds.$": f"{one_of}, got 2",
         "States[2].Seconds": "Seconds must be a number; write Seconds.$ for an expression",
         "States[3].Seconds": "Seconds must be at least 0, got -3",
-        "States[4].Timestamp": "Timestamp must be an RFC 3339 date-time such as 2024-05-01T12:00:00Z, got 'tomorrow'",
-        "States[5].Timestamp": "Timestamp must include a time zone (Z or +hh:mm), got '2030-01-01T00:00:00'",
-        "States[6].Timestamp": "Timestamp must be an RFC 3339 date-time; write Timestamp.$ for an expression",
-        "States[7].Timestamp": "a Wait state needs exactly one of Seconds, Seconds.$, Timestamp and Timestamp.$, got 2",
+        "States[4].Timestamp": (
+            "Timestamp must be an RFC 3339 date-time such as 2024-05-01T12:00:00Z, got 'tomorrow'"
+        ),
+        "States[5].Timestamp": (
+            "Timestamp must include a time zone (Z or +hh:mm), got '2030-01-01T00:00:00'"
+        ),
+        "States[6].Timestamp": (
+            "Timestamp must be an RFC 3339 date-time; write Timestamp.$ for an expression"
+        ),
+        "States[7].Timestamp": f"{one_of}, got 2",
     }
     assert find(errors, "States[3].Seconds").line == 9
 
 
 def test_choice_errors():
-    errors = errors_of(cloudflow("""
+    errors = errors_of(
+        cloudflow("""
         - Name: A
           Type: Choice
           Branches:
@@ -1079,9 +1245,13 @@ def test_choice_errors():
           Type: Choice
           Branches: []
         - {Name: C, Type: Choice, Branches: [{Condition: $Input.ok, Next: A}]}
-    """))
+    """)
+    )
     got = {e.path: e.message for e in errors}
-    assert got["States[0].Branches[0].Condition"] == "Condition must be an expression string, got integer"
+    assert (
+        got["States[0].Branches[0].Condition"]
+        == "Condition must be an expression string, got integer"
+    )
     assert got["States[0].Branches[1].Condition"] == "Condition is required"
     assert got["States[0].Branches[2].Next"] == "Next is required"
     assert got["States[1].Branches"] == "Branches must not be empty"
@@ -1091,8 +1261,11 @@ def test_choice_errors():
 
 
 def test_parallel_and_map_errors():
-    branches = ", ".join(f"{{StartAt: S{i}, States: [{{Name: S{i}, Type: Succeed}}]}}" for i in range(51))
-    errors = errors_of(cloudflow(f"""
+    branches = ", ".join(
+        f"{{StartAt: S{i}, States: [{{Name: S{i}, Type: Succeed}}]}}" for i in range(51)
+    )
+    errors = errors_of(
+        cloudflow(f"""
         - Name: A
           Type: Parallel
           Branches: [{branches}]
@@ -1111,7 +1284,8 @@ def test_parallel_and_map_errors():
           Processor: {{StartAt: X, States: [{{Name: X, Type: Succeed}}]}}
           ItemProcessor: {{StartAt: X, States: [{{Name: X, Type: Succeed}}]}}
           End: true
-    """))
+    """)
+    )
     got = {e.path: e.message for e in errors}
     assert got == {
         "States[0].Branches": "a Parallel state has at most 50 branches, got 51",
@@ -1125,7 +1299,8 @@ def test_parallel_and_map_errors():
 
 
 def test_errors_in_constructors_and_expressions_have_paths_and_lines():
-    errors = errors_of(cloudflow("""
+    errors = errors_of(
+        cloudflow("""
         - Name: A
           Type: Pass
           InputConstructor:
@@ -1149,26 +1324,51 @@ def test_errors_in_constructors_and_expressions_have_paths_and_lines():
             States:
               - {Name: D, Type: Succeed}
           End: true
-    """))
-    paths = {e.path: e for e in errors}
-    bad = paths["States[0].InputConstructor.bad.$"]
-    assert bad.line == 10
-    assert "nosuchfunction" in bad.message
-    dollar = [e for e in errors if e.path.startswith("States[0].OutputConstructor")]
-    assert dollar and all(e.line in (11, 12, 13) for e in dollar)
-    assert any("$" in e.message for e in dollar)
-    arity = paths["States[1].Branches[0].Condition"]
+    """)
+    )
+    assert [e.path for e in errors] == [
+        "States[0].InputConstructor.bad.$",
+        "States[0].OutputConstructor.$",
+        "States[1].Branches[0].Condition",
+        "States[2].ItemsPath",
+    ]
+    unknown, dollar, arity, syntax = errors
+    assert unknown.line == 10
+    assert unknown.message.startswith("unknown function 'nosuchfunction'")
+    assert (dollar.line, dollar.message) == (
+        12,
+        "'$' must be the only key of its object (its result replaces the whole object)",
+    )
     assert arity.line == 18
-    assert "jsonMerge" in arity.message
-    assert paths["States[2].ItemsPath"].line == 23
+    assert arity.message.startswith("function jsonMerge takes 2 arguments")
+    assert syntax.line == 23
+    assert "in expression 'uuid('" in syntax.message
+
+
+def test_body_expression_errors_point_at_body_dollar():
+    e = the_error(
+        cloudflow(f"""
+        - Name: A
+          Type: Task
+          Action: FC:InvokeFunction
+          Parameters:
+            resourceArn: {FN.format("f")}
+            body.$: $Inptu.x
+          End: true
+    """)
+    )
+    assert (e.path, e.line) == ("States[0].Parameters.body.$", 11)
+    assert e.message.startswith("unknown variable $Inptu")
 
 
 def test_all_errors_are_reported_in_document_order():
-    errors = errors_of(cloudflow("""
+    errors = errors_of(
+        cloudflow("""
         - {Name: A, Type: Pass, Nxt: B}
         - {Name: B, Type: Wiat, End: true}
         - {Name: C, Type: Fail, Code: 1}
-    """))
+    """)
+    )
     assert len(errors) >= 4
     lines = [e.line for e in errors]
     assert lines == sorted(lines)
@@ -1177,7 +1377,9 @@ def test_all_errors_are_reported_in_document_order():
 def test_definition_error_message():
     with pytest.raises(DefinitionError) as info:
         compile_text(cloudflow("- {Name: A, Type: Pass, Nxt: B}"))
-    assert str(info.value).startswith("States[0].Nxt: unknown field 'Nxt'; did you mean 'Next'? (line 6)")
+    assert str(info.value).startswith(
+        "States[0].Nxt: unknown field 'Nxt'; did you mean 'Next'? (line 6)"
+    )
 
 
 def test_top_level_errors():
@@ -1196,12 +1398,14 @@ def test_top_level_errors():
 
 
 def test_state_must_be_a_mapping_and_named():
-    errors = errors_of(cloudflow("""
+    errors = errors_of(
+        cloudflow("""
         - just a string
         - {Type: Pass, End: true}
         - {Name: A, End: true}
         - {Name: "", Type: Succeed}
-    """))
+    """)
+    )
     assert {(e.path, e.message) for e in errors} >= {
         ("States[0]", "a state must be a mapping, got string"),
         ("States[1].Name", "Name is required"),
@@ -1233,10 +1437,18 @@ def test_max_bytes_is_passed_on():
         ("- a\n- b\n", "", "the definition must be a mapping at the top level, got list"),
         ("just text\n", "", "the definition must be a mapping at the top level, got string"),
         ("Type: Flow\nStartAt: A\n", "Type", "Type must be 'StateMachine', got 'Flow'"),
-        ("version: v2\ntype: flow\nsteps: []\n", "version", "a legacy flow needs 'version: v1', got 'v2'"),
+        (
+            "version: v2\ntype: flow\nsteps: []\n",
+            "version",
+            "a legacy flow needs 'version: v1', got 'v2'",
+        ),
         ("version: v1\nsteps: []\n", "type", "a legacy flow needs 'type: flow', got nothing"),
-        ("StartAt: A\n", "", "not a flow definition: expected 'Type: StateMachine' (CloudFlow FDL) "
-                             "or 'version: v1' with 'type: flow' (legacy FnF FDL)"),
+        (
+            "StartAt: A\n",
+            "",
+            "not a flow definition: expected 'Type: StateMachine' (CloudFlow FDL) "
+            "or 'version: v1' with 'type: flow' (legacy FnF FDL)",
+        ),
     ],
 )
 def test_dialect_sniffing_errors(text, path, message):
@@ -1246,7 +1458,11 @@ def test_dialect_sniffing_errors(text, path, message):
 
 def test_yaml_errors_become_definition_errors():
     e = the_error("Type: StateMachine\nStates: []\nStates: []\n")
-    assert (e.path, e.line, e.message) == ("", 3, "duplicate key 'States' (line 3, first at line 2)")
+    assert (e.path, e.line, e.message) == (
+        "",
+        3,
+        "duplicate key 'States' (line 3, first at line 2)",
+    )
     e = the_error("a: &x 1\n")
     assert e.message == "YAML anchors and aliases are not allowed"
     e = the_error("")
@@ -1257,7 +1473,9 @@ def test_yaml_errors_become_definition_errors():
 
 
 def test_legacy_all_step_types():
-    g = compile_text(legacy("""
+    g = compile_text(
+        legacy(
+            """
         - type: task
           name: call
           description: invoke a function
@@ -1329,15 +1547,21 @@ def test_legacy_all_step_types():
           name: failed
           error: Broken
           cause: it broke
-    """, extra="name: everything\ninputMappings:\n  - {target: x, source: $input.x}\n"
-                "outputMappings:\n  - {target: y, source: $local.y}\n"))  # fmt: skip
+    """,
+            extra="name: everything\ninputMappings:\n  - {target: x, source: $input.x}\n"
+            "outputMappings:\n  - {target: y, source: $local.y}\n",
+        )
+    )
     assert g.dialect == "legacy"
     assert g.name == "everything"
     assert g.input_mappings is not None and g.output_mappings is not None
     assert set(g.scopes) == {
-        "steps", "steps[6].choices[0]", "steps[7].branches[0]", "steps[7].branches[1]",
+        "steps",
+        "steps[6].choices[0]",
+        "steps[7].branches[0]",
+        "steps[7].branches[1]",
         "steps[8].steps",
-    }  # fmt: skip
+    }
     call = g.state("steps", "call")
     assert call.path == "steps[0]"
     assert call.next == "shape"
@@ -1347,12 +1571,25 @@ def test_legacy_all_step_types():
     assert call.task.timeout_seconds == 60.0
     assert call.input_mappings and call.output_mappings and call.error_mappings
     r0, r1 = call.retry
-    assert (r0.errors, r0.interval_seconds, r0.max_backoff_seconds, r0.max_attempts, r0.backoff_rate) == (
-        ("FC.ResourceThrottled",), 10.0, 100.0, 5, 3.0,
-    )  # fmt: skip
+    assert (
+        r0.errors,
+        r0.interval_seconds,
+        r0.max_backoff_seconds,
+        r0.max_attempts,
+        r0.backoff_rate,
+    ) == (
+        ("FC.ResourceThrottled",),
+        10.0,
+        100.0,
+        5,
+        3.0,
+    )
     assert (r1.interval_seconds, r1.max_backoff_seconds, r1.max_attempts, r1.backoff_rate) == (
-        1.0, 86400.0, 3, 2.0,
-    )  # fmt: skip
+        1.0,
+        86400.0,
+        3,
+        2.0,
+    )
     assert r1.path == "steps[0].retry[1]"
     (catch,) = call.catch
     assert (catch.errors, catch.next, catch.path) == (("FnF.ALL",), "failed", "steps[0].catch[0]")
@@ -1386,12 +1623,17 @@ def test_legacy_all_step_types():
 
 
 def test_legacy_task_patterns_and_arns():
-    g = compile_text(legacy("""
+    g = compile_text(
+        legacy("""
         - {type: task, name: a, resourceArn: "acs:fc:cn-hangzhou:1:services/s/functions/f1"}
-        - {type: task, name: b, resourceArn: "acs:fc:::services/s/functions/f2", pattern: requestResponse}
+        - type: task
+          name: b
+          resourceArn: "acs:fc:::services/s/functions/f2"
+          pattern: requestResponse
         - {type: task, name: c, resourceArn: "acs:fc:::functions/f3", pattern: waitForCallback}
         - {type: task, name: d, resourceArn: "acs:mns:cn-hangzhou:1:/queues/q1/messages"}
-    """))
+    """)
+    )
     a, b, c, d = (g.state("steps", n).task for n in "abcd")
     assert (a.function, a.mode, a.invocation) == ("f1", TaskMode.REQUEST, "sync")
     assert (b.function, b.mode) == ("f2", TaskMode.REQUEST)
@@ -1401,20 +1643,23 @@ def test_legacy_task_patterns_and_arns():
 
 
 def test_legacy_unreachable_after_end():
-    errors = errors_of(legacy("""
+    errors = errors_of(
+        legacy("""
         - type: pass
           name: first
           end: true
         - type: pass
           name: second
-    """))
+    """)
+    )
     assert [(e.path, e.line, e.message) for e in errors] == [
         ("steps[1]", 7, "step 'second' is unreachable from 'first'"),
     ]
 
 
 def test_legacy_choice_fall_through_and_goto_jump():
-    g = compile_text(legacy("""
+    g = compile_text(
+        legacy("""
         - type: choice
           name: check
           choices:
@@ -1424,7 +1669,8 @@ def test_legacy_choice_fall_through_and_goto_jump():
           name: bad
         - type: pass
           name: good
-    """))
+    """)
+    )
     check = g.state("steps", "check")
     assert check.next == "bad"
     assert check.default is None
@@ -1432,17 +1678,24 @@ def test_legacy_choice_fall_through_and_goto_jump():
 
 
 def test_legacy_end_on_last_step_is_a_warning():
-    g = compile_text(legacy("""
+    g = compile_text(
+        legacy("""
         - type: pass
           name: only
           end: true
-    """))
+    """)
+    )
     (w,) = g.warnings
-    assert (w.path, w.line, w.message) == ("steps[0].end", 6, "end: true on the last step is redundant")
+    assert (w.path, w.line, w.message) == (
+        "steps[0].end",
+        6,
+        "end: true on the last step is redundant",
+    )
 
 
 def test_legacy_errors():
-    errors = errors_of(legacy("""
+    errors = errors_of(
+        legacy("""
         - type: tsk
           name: a
         - type: task
@@ -1472,15 +1725,21 @@ def test_legacy_errors():
           name: g
           iterationMapping: {item: x}
           steps: []
-    """))
+    """)
+    )
     got = {e.path: e.message for e in errors}
     assert got["steps[0].type"] == "unknown step type 'tsk'; did you mean 'task'?"
-    assert got["steps[1].resourceArn"].startswith("resourceArn 'acs:fnf:::flow/other' is not supported")
+    assert got["steps[1].resourceArn"].startswith(
+        "resourceArn 'acs:fnf:::flow/other' is not supported"
+    )
     assert got["steps[1].pattern"] == (
         "pattern must be one of requestResponse, sync, waitForCallback, got 'callback'; "
         "did you mean 'waitForCallback'?"
     )
-    assert got["steps[1].inputMapping"] == "unknown field 'inputMapping'; did you mean 'inputMappings'?"
+    assert (
+        got["steps[1].inputMapping"]
+        == "unknown field 'inputMapping'; did you mean 'inputMappings'?"
+    )
     assert got["steps[2].name"] == "duplicate step name 'b' (first at steps[1])"
     assert got["steps[3].retry"] == (
         "retry is not allowed on a pass step (only on task steps, parallel steps, foreach steps)"
@@ -1495,7 +1754,8 @@ def test_legacy_errors():
 
 
 def test_legacy_goto_must_name_a_sibling():
-    errors = errors_of(legacy("""
+    errors = errors_of(
+        legacy("""
         - type: parallel
           name: p
           branches:
@@ -1513,7 +1773,8 @@ def test_legacy_goto_must_name_a_sibling():
           choices:
             - condition: $.x
               goto: aftr
-    """))
+    """)
+    )
     e = find(errors, "steps[0].branches[0].steps[0].catch[0].goto")
     assert e.line == 13
     assert e.message == (
@@ -1524,7 +1785,8 @@ def test_legacy_goto_must_name_a_sibling():
 
 
 def test_legacy_scope_that_can_never_end():
-    errors = errors_of(legacy("""
+    errors = errors_of(
+        legacy("""
         - type: pass
           name: a
         - type: choice
@@ -1534,29 +1796,35 @@ def test_legacy_scope_that_can_never_end():
               goto: a
           default:
             goto: a
-    """))
+    """)
+    )
     assert [(e.path, e.message) for e in errors] == [
         ("steps", "this scope can never end: no path from 'a' reaches end or the last step"),
     ]
 
 
 def test_legacy_wait_duration_errors():
-    errors = errors_of(legacy("""
+    errors = errors_of(
+        legacy("""
         - {type: wait, name: a, duration: "ten"}
         - {type: wait, name: b, duration: -1}
         - {type: wait, name: c, timestamp: "soon"}
         - {type: wait, name: d}
-    """))
+    """)
+    )
     assert {e.path: e.message for e in errors} == {
         "steps[0].duration": "duration must be a number of seconds or a $ expression, got 'ten'",
         "steps[1].duration": "duration must be at least 0, got -1",
-        "steps[2].timestamp": "timestamp must be an RFC 3339 date-time such as 2024-05-01T12:00:00Z, got 'soon'",
+        "steps[2].timestamp": (
+            "timestamp must be an RFC 3339 date-time such as 2024-05-01T12:00:00Z, got 'soon'"
+        ),
         "steps[3]": "a wait step needs exactly one of duration and timestamp",
     }
 
 
 def test_legacy_retry_errors():
-    errors = errors_of(legacy("""
+    errors = errors_of(
+        legacy("""
         - type: task
           name: t
           resourceArn: acs:fc:::services/s/functions/f
@@ -1567,7 +1835,8 @@ def test_legacy_retry_errors():
             - {maxAttempts: 1}
           catch:
             - {errors: [FnF.ALL]}
-    """))
+    """)
+    )
     assert {e.path: e.message for e in errors} == {
         "steps[0].retry[0].maxAttempts": "maxAttempts must be at most 100, got 1000",
         "steps[0].retry[0].multiplier": "multiplier must be at least 1, got 0",
@@ -1578,25 +1847,33 @@ def test_legacy_retry_errors():
 
 
 def test_legacy_error_mappings_without_catch_is_a_warning():
-    g = compile_text(legacy("""
+    g = compile_text(
+        legacy("""
         - type: task
           name: t
           resourceArn: acs:fc:::services/s/functions/f
           errorMappings:
             - {target: e, source: $local.error}
-    """))
+    """)
+    )
     (w,) = g.warnings
-    assert (w.path, w.message) == ("steps[0].errorMappings", "errorMappings has no effect without catch")
+    assert (w.path, w.message) == (
+        "steps[0].errorMappings",
+        "errorMappings has no effect without catch",
+    )
 
 
 def test_legacy_unknown_function_warning():
-    g = compile_text(legacy("- {type: task, name: t, resourceArn: 'acs:fc:::services/s/functions/f'}"),
-                     known_functions=set())  # fmt: skip
+    g = compile_text(
+        legacy("- {type: task, name: t, resourceArn: 'acs:fc:::services/s/functions/f'}"),
+        known_functions=set(),
+    )
     assert [w.message for w in g.warnings] == ["function 'f' does not exist yet"]
 
 
 def test_legacy_expression_and_mapping_errors_have_paths():
-    errors = errors_of(legacy("""
+    errors = errors_of(
+        legacy("""
         - type: choice
           name: c
           choices:
@@ -1606,7 +1883,55 @@ def test_legacy_expression_and_mapping_errors_have_paths():
           name: d
           inputMappings:
             - {target: a}
-    """))
+    """)
+    )
     assert find(errors, "steps[0].choices[0].condition").line == 7
     mapping = [e for e in errors if e.path.startswith("steps[1].inputMappings")]
     assert mapping and mapping[0].line == 12
+
+
+def test_legacy_choice_inline_default_scope():
+    g = compile_text(
+        legacy("""
+        - type: choice
+          name: c
+          choices:
+            - condition: $.x > 1
+              goto: last
+          default:
+            steps:
+              - {type: pass, name: inDefault}
+        - type: pass
+          name: last
+    """)
+    )
+    c = g.state("steps", "c")
+    assert c.default.scope is g.scopes["steps[0].default"]
+    assert c.default.next is None
+    assert c.default.scope.states["inDefault"].path == "steps[0].default.steps[0]"
+    assert c.next == "last"
+
+
+def test_asl_style_states_mapping_is_explained():
+    e = the_error("""
+        Type: StateMachine
+        SpecVersion: v1
+        StartAt: A
+        States:
+          A: {Type: Succeed}
+    """)
+    assert (e.path, e.line) == ("States", 5)
+    assert "not a mapping from names to states" in e.message
+
+
+def test_nameless_states_do_not_cascade():
+    errors = errors_of(
+        cloudflow("""
+        - {Name: A, Type: Pass, Next: B}
+        - {Type: Succeed}
+    """)
+    )
+    assert {(e.path, e.message) for e in errors} == {
+        ("States[1].Name", "Name is required"),
+        ("States[0].Next", "there is no state 'B' in this scope"),
+    }

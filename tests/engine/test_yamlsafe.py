@@ -196,7 +196,7 @@ def test_invalid_utf8_bytes():
 
 
 def test_bytes_and_bom():
-    assert load("a: 1".encode()) == {"a": 1}
+    assert load(b"a: 1") == {"a": 1}
     assert load(b"\xef\xbb\xbfa: 1") == {"a": 1}
     assert load("\ufeffa: 1") == {"a": 1}
 
