@@ -63,7 +63,10 @@ def json_text(value: Any) -> str:
 
 def pretty_json(value: Any) -> str:
     """Escaped, indented JSON in a ``<pre>`` (``format_html`` escapes the text)."""
-    return format_html('<pre class="flowsite-json" style="margin:0;white-space:pre-wrap">{}</pre>', json_text(value))
+    return format_html(
+        '<pre class="flowsite-json" style="margin:0;white-space:pre-wrap">{}</pre>',
+        json_text(value),
+    )
 
 
 def json_preview(value: Any, chars: int = PREVIEW_CHARS) -> str:
@@ -161,7 +164,12 @@ class FlowForm(forms.ModelForm):
         # unchanged definition makes no new version.
         strip=False,
         widget=forms.Textarea(
-            attrs={"rows": 30, "cols": 100, "spellcheck": "false", "style": "font-family: monospace"}
+            attrs={
+                "rows": 30,
+                "cols": 100,
+                "spellcheck": "false",
+                "style": "font-family: monospace",
+            }
         ),
         help_text="CloudFlow FDL (Type: StateMachine) or legacy FnF FDL (version: v1, type: flow), "
         "as YAML or JSON. It is validated before it is saved; a change makes a new version.",
@@ -225,7 +233,16 @@ class FlowAdmin(SummarizedDeleteMixin, admin.ModelAdmin):
     def get_fields(self, request, obj=None):
         if obj is None:
             return ["name", "description", "definition"]
-        return ["name", "dialect", "version", "description", "definition", "created_at", "updated_at", "executions_link"]
+        return [
+            "name",
+            "dialect",
+            "version",
+            "description",
+            "definition",
+            "created_at",
+            "updated_at",
+            "executions_link",
+        ]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
@@ -247,7 +264,10 @@ class FlowAdmin(SummarizedDeleteMixin, admin.ModelAdmin):
         try:
             if change:
                 flow = services.flow_update(
-                    flow=obj, definition=data["definition"], description=data.get("description", ""), user=request.user
+                    flow=obj,
+                    definition=data["definition"],
+                    description=data.get("description", ""),
+                    user=request.user,
                 )
             else:
                 flow = services.flow_create(
@@ -267,7 +287,9 @@ class FlowAdmin(SummarizedDeleteMixin, admin.ModelAdmin):
         obj._state.db = flow._state.db
         for warning in getattr(flow, "warnings", []) or []:
             where = warning.get("path") or "<document>"
-            self.message_user(request, f"warning: {where}: {warning.get('message')}", messages.WARNING)
+            self.message_user(
+                request, f"warning: {where}: {warning.get('message')}", messages.WARNING
+            )
 
     def deletion_counts(self, objs: list[Flow]) -> dict[Any, int]:
         return {
@@ -414,7 +436,9 @@ class ExecutionAdmin(SummarizedDeleteMixin, admin.ModelAdmin):
         queryset.exclude(status__in=ExecutionStatus.open()).delete()
         if skipped:
             self.message_user(
-                request, f"{skipped} running execution(s) were not deleted: stop them first.", messages.WARNING
+                request,
+                f"{skipped} running execution(s) were not deleted: stop them first.",
+                messages.WARNING,
             )
 
     @admin.action(description="Stop selected executions", permissions=["stop"])
@@ -424,7 +448,9 @@ class ExecutionAdmin(SummarizedDeleteMixin, admin.ModelAdmin):
         for execution in queryset.filter(status__in=ExecutionStatus.open()).order_by("pk"):
             try:
                 services.execution_stop(
-                    execution=execution, cause=f"stopped from the admin by {request.user}", user=request.user
+                    execution=execution,
+                    cause=f"stopped from the admin by {request.user}",
+                    user=request.user,
                 )
             except ServiceError as exc:
                 if exc.code != "ExecutionNotRunning":
@@ -435,7 +461,9 @@ class ExecutionAdmin(SummarizedDeleteMixin, admin.ModelAdmin):
         if stopped:
             self.message_user(request, f"Stopped {stopped} execution(s).", messages.SUCCESS)
         if skipped:
-            self.message_user(request, f"Skipped {skipped} execution(s) that were not running.", messages.WARNING)
+            self.message_user(
+                request, f"Skipped {skipped} execution(s) that were not running.", messages.WARNING
+            )
 
     # -- columns and fields
 
@@ -492,14 +520,30 @@ class ExecutionAdmin(SummarizedDeleteMixin, admin.ModelAdmin):
 
 @admin.register(HistoryEvent)
 class HistoryEventAdmin(ExecutionScopedAdmin):
-    list_display = ["event_id", "type", "step_name", "time", "schedule_event_id", "execution_link", "detail_preview"]
+    list_display = [
+        "event_id",
+        "type",
+        "step_name",
+        "time",
+        "schedule_event_id",
+        "execution_link",
+        "detail_preview",
+    ]
     list_display_links = ["event_id", "type"]
     list_filter = ["type", "time"]
     search_fields = ["step_name", "type", "execution__name", "execution__flow__name"]
     list_select_related = ["execution", "execution__flow"]
     ordering = ["-execution_id", "event_id"]
     date_hierarchy = "time"
-    fields = ["execution_link", "event_id", "schedule_event_id", "type", "step_name", "time", "detail_json"]
+    fields = [
+        "execution_link",
+        "event_id",
+        "schedule_event_id",
+        "type",
+        "step_name",
+        "time",
+        "detail_json",
+    ]
     readonly_fields = fields
 
     @admin.display(description="detail")
@@ -594,13 +638,29 @@ class TimerAdmin(ExecutionScopedAdmin):
 
 @admin.register(TaskToken)
 class TaskTokenAdmin(ExecutionScopedAdmin):
-    list_display = ["short_hash", "state_name", "entry_id", "is_open", "created_at", "closed_at", "execution_link"]
+    list_display = [
+        "short_hash",
+        "state_name",
+        "entry_id",
+        "is_open",
+        "created_at",
+        "closed_at",
+        "execution_link",
+    ]
     list_filter = ["is_open", "created_at"]
     search_fields = ["state_name", "=token_hash", "execution__name"]
     list_select_related = ["execution", "execution__flow"]
     ordering = ["-id"]
     date_hierarchy = "created_at"
-    fields = ["execution_link", "state_name", "entry_id", "is_open", "created_at", "closed_at", "token_hash"]
+    fields = [
+        "execution_link",
+        "state_name",
+        "entry_id",
+        "is_open",
+        "created_at",
+        "closed_at",
+        "token_hash",
+    ]
     readonly_fields = fields
 
     @admin.display(description="token (SHA-256)", ordering="token_hash")
@@ -612,13 +672,29 @@ class TaskTokenAdmin(ExecutionScopedAdmin):
 class QueueMessageAdmin(ExecutionScopedAdmin):
     """Messages on flowsite's pull queues. Read-only; a stuck message can be deleted."""
 
-    list_display = ["id", "queue", "created_at", "visible_at", "receive_count", "body_preview", "execution_link"]
+    list_display = [
+        "id",
+        "queue",
+        "created_at",
+        "visible_at",
+        "receive_count",
+        "body_preview",
+        "execution_link",
+    ]
     list_filter = ["queue", "created_at"]
     search_fields = ["queue", "execution__name"]
     list_select_related = ["execution", "execution__flow"]
     ordering = ["id"]
     date_hierarchy = "created_at"
-    fields = ["queue", "execution_link", "entry_id", "created_at", "visible_at", "receive_count", "body_json"]
+    fields = [
+        "queue",
+        "execution_link",
+        "entry_id",
+        "created_at",
+        "visible_at",
+        "receive_count",
+        "body_json",
+    ]
     readonly_fields = fields
 
     def has_delete_permission(self, request, obj=None) -> bool:

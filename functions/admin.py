@@ -67,8 +67,11 @@ class FunctionAdmin(admin.ModelAdmin):
             try:
                 services.resolve_handler(function.handler)
             except Exception as exc:  # noqa: BLE001 - any import problem is reported
+                problem = f"{type(exc).__name__}: {exc}"
                 self.message_user(
-                    request, f"Function {function.name}: cannot load {function.handler}: {type(exc).__name__}: {exc}", messages.ERROR
+                    request,
+                    f"Function {function.name}: cannot load {function.handler}: {problem}",
+                    messages.ERROR,
                 )
             else:
                 ok += 1

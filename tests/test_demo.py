@@ -33,7 +33,13 @@ pytestmark = pytest.mark.django_db
 
 DEMO = Path(__file__).resolve().parent.parent / "demo"
 FLOW_FILES = sorted((DEMO / "flows").glob("*.yaml"))
-FLOW_NAMES = {"demo-polling", "demo-approval", "demo-approval-v2", "demo-fanout", "demo-fanout-legacy"}
+FLOW_NAMES = {
+    "demo-polling",
+    "demo-approval",
+    "demo-approval-v2",
+    "demo-fanout",
+    "demo-fanout-legacy",
+}
 FUNCTIONS = {
     "demo_submit_render": "flowsite_demo_jobs.submit_render",
     "demo_render_status": "flowsite_demo_jobs.render_status",
@@ -83,7 +89,10 @@ def test_command_puts_back_what_was_changed(demo):
     assert "flow demo-polling: updated (now v3)" in out
     assert "demo: 0 created, 2 updated, 7 unchanged" in out
     assert Function.objects.get(name="demo_process_part").timeout_seconds == 30
-    assert Flow.objects.get(name="demo-polling").definition == (DEMO / "flows" / "demo-polling.yaml").read_text()
+    assert (
+        Flow.objects.get(name="demo-polling").definition
+        == (DEMO / "flows" / "demo-polling.yaml").read_text()
+    )
 
 
 def test_flows_get_descriptions_and_dialects(demo):
@@ -136,7 +145,10 @@ def test_render_status_is_running_before_ready_at_and_done_after(demo):
     assert 0 <= running["progress"] < 100
     assert "artifact" not in running
 
-    done = body("demo_render_status", {"job_id": "render-1", "submitted_at": now - 20, "ready_at": now - 1, "polls": 3})
+    done = body(
+        "demo_render_status",
+        {"job_id": "render-1", "submitted_at": now - 20, "ready_at": now - 1, "polls": 3},
+    )
     assert done["status"] == "done"
     assert done["polls"] == 4
     assert done["progress"] == 100
@@ -145,7 +157,9 @@ def test_render_status_is_running_before_ready_at_and_done_after(demo):
     first_poll = body("demo_render_status", {"job_id": "render-1", "ready_at": now + 60})
     assert first_poll["polls"] == 1
 
-    broken = body("demo_render_status", {"job_id": "render-2", "asset": "a.broken", "ready_at": now - 1})
+    broken = body(
+        "demo_render_status", {"job_id": "render-2", "asset": "a.broken", "ready_at": now - 1}
+    )
     assert broken["status"] == "failed"
 
 
@@ -160,7 +174,10 @@ def test_render_status_rejects_a_bad_event_with_a_named_error(demo):
 
 def test_notify_approver_needs_a_token_and_never_echoes_it(demo):
     token = "secret-token-value"
-    answer = body("demo_notify_approver", {"task_token": token, "request_id": "PO-7", "approver": "dana@example.com"})
+    answer = body(
+        "demo_notify_approver",
+        {"task_token": token, "request_id": "PO-7", "approver": "dana@example.com"},
+    )
     assert answer["notified"] is True
     assert answer["request_id"] == "PO-7" and answer["approver"] == "dana@example.com"
     assert answer["token_fingerprint"] == hashlib.sha256(token.encode()).hexdigest()[:12]
@@ -172,7 +189,12 @@ def test_notify_approver_needs_a_token_and_never_echoes_it(demo):
 def test_process_part_checksums_strings_and_json(demo):
     text = body("demo_process_part", {"id": "p1", "data": "hello wörld"})
     raw = "hello wörld".encode()
-    assert text == {"id": "p1", "algorithm": "sha256", "checksum": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
+    assert text == {
+        "id": "p1",
+        "algorithm": "sha256",
+        "checksum": hashlib.sha256(raw).hexdigest(),
+        "bytes": len(raw),
+    }
     md5 = body("demo_process_part", {"id": 2, "data": "abc", "algorithm": "MD5"})
     assert md5["checksum"] == hashlib.md5(b"abc").hexdigest() and md5["algorithm"] == "md5"
     as_json = body("demo_process_part", {"id": "j", "data": {"b": 1, "a": [1, 2]}})
@@ -193,7 +215,9 @@ def drive(execution: Execution, *, report=None, rounds: int = 100) -> Execution:
         if not execution.is_open:
             return execution
         pending = list(
-            WorkItem.objects.filter(execution=execution, status=WorkStatus.PENDING).values_list("pk", flat=True)
+            WorkItem.objects.filter(execution=execution, status=WorkStatus.PENDING).values_list(
+                "pk", flat=True
+            )
         )
         if pending:
             for pk in pending:
@@ -201,7 +225,11 @@ def drive(execution: Execution, *, report=None, rounds: int = 100) -> Execution:
             continue
         if report is not None and report(execution):
             continue
-        timer = Timer.objects.filter(execution=execution, fired_at__isnull=True).order_by("due_at").first()
+        timer = (
+            Timer.objects.filter(execution=execution, fired_at__isnull=True)
+            .order_by("due_at")
+            .first()
+        )
         if timer is None:
             break
         Timer.objects.filter(pk=timer.pk).update(due_at=timezone.now() - timedelta(seconds=1))
@@ -211,28 +239,45 @@ def drive(execution: Execution, *, report=None, rounds: int = 100) -> Execution:
 
 
 def start(flow_name: str, input: dict) -> Execution:
-    execution, created = services.execution_start(flow=Flow.objects.get(name=flow_name), input=input)
+    execution, created = services.execution_start(
+        flow=Flow.objects.get(name=flow_name), input=input
+    )
     assert created
     return execution
 
 
 def test_polling_flow_succeeds_once_the_job_is_ready(demo):
     execution = drive(start("demo-polling", {"asset": "trailer.mov", "duration": 0}))
-    assert execution.status == ExecutionStatus.SUCCEEDED, (execution.error_code, execution.error_message)
+    assert execution.status == ExecutionStatus.SUCCEEDED, (
+        execution.error_code,
+        execution.error_message,
+    )
     assert execution.output["status"] == "done"
     assert execution.output["polls"] == 1
     assert execution.output["artifact"] == f"renders/{execution.output['job_id']}.mp4"
     steps = list(
-        HistoryEvent.objects.filter(execution=execution, type="StepEntered").values_list("step_name", flat=True)
+        HistoryEvent.objects.filter(execution=execution, type="StepEntered").values_list(
+            "step_name", flat=True
+        )
     )
-    assert steps[:5] == ["SubmitRender", "StartTracking", "WaitBeforePoll", "CheckRender", "IsRenderDone"]
+    assert steps[:5] == [
+        "SubmitRender",
+        "StartTracking",
+        "WaitBeforePoll",
+        "CheckRender",
+        "IsRenderDone",
+    ]
 
 
 def test_polling_flow_gives_up_after_max_polls(demo):
-    execution = drive(start("demo-polling", {"asset": "long.mov", "duration": 3600, "max_polls": 2}))
+    execution = drive(
+        start("demo-polling", {"asset": "long.mov", "duration": 3600, "max_polls": 2})
+    )
     assert execution.status == ExecutionStatus.FAILED
     assert execution.error_code == "超时"
-    polls = HistoryEvent.objects.filter(execution=execution, type="StepEntered", step_name="CheckRender").count()
+    polls = HistoryEvent.objects.filter(
+        execution=execution, type="StepEntered", step_name="CheckRender"
+    ).count()
     assert polls == 3  # polls > max_polls
 
 
@@ -245,7 +290,10 @@ def test_polling_flow_fails_when_the_job_fails(demo):
 def test_fanout_flow_checksums_every_part_and_the_digests_agree(demo):
     parts = [{"id": f"p{i}", "data": f"chunk {i}"} for i in range(5)]
     execution = drive(start("demo-fanout", {"parts": parts}))
-    assert execution.status == ExecutionStatus.SUCCEEDED, (execution.error_code, execution.error_message)
+    assert execution.status == ExecutionStatus.SUCCEEDED, (
+        execution.error_code,
+        execution.error_message,
+    )
     output = execution.output
     assert output["count"] == 5
     assert [p["id"] for p in output["parts"]] == [p["id"] for p in parts]
@@ -263,8 +311,13 @@ def test_fanout_map_keeps_at_most_three_parts_in_flight(demo):
 def test_legacy_fanout_flow_collects_checksums(demo):
     targets = ["alpha", "beta", "gamma"]
     execution = drive(start("demo-fanout-legacy", {"payload": {"targets": targets}}))
-    assert execution.status == ExecutionStatus.SUCCEEDED, (execution.error_code, execution.error_message)
-    assert execution.output["checksums"] == [hashlib.sha256(t.encode()).hexdigest() for t in targets]
+    assert execution.status == ExecutionStatus.SUCCEEDED, (
+        execution.error_code,
+        execution.error_message,
+    )
+    assert execution.output["checksums"] == [
+        hashlib.sha256(t.encode()).hexdigest() for t in targets
+    ]
     assert [p["id"] for p in execution.output["parts"]] == [0, 1, 2]
 
 
@@ -272,13 +325,17 @@ def reporter(decision: str | None):
     """A ``report`` callback for :func:`drive`: answers the open task with ``decision``."""
 
     def report(execution: Execution) -> bool:
-        if decision is None or not TaskToken.objects.filter(execution=execution, is_open=True).exists():
+        if (
+            decision is None
+            or not TaskToken.objects.filter(execution=execution, is_open=True).exists()
+        ):
             return False
         submitted = HistoryEvent.objects.filter(execution=execution, type="TaskSubmitted").last()
         if submitted is None:
             return False
         services.task_report_succeeded(
-            token=submitted.detail["taskToken"], output=json.dumps({"decision": decision, "comment": "ok"})
+            token=submitted.detail["taskToken"],
+            output=json.dumps({"decision": decision, "comment": "ok"}),
         )
         return True
 
@@ -291,7 +348,10 @@ APPROVAL_INPUT = {"request_id": "PO-1042", "approver": "dana@example.com", "summ
 @pytest.mark.parametrize("flow_name", ["demo-approval", "demo-approval-v2"])
 def test_approval_flows_wait_for_the_callback(demo, flow_name):
     approved = drive(start(flow_name, APPROVAL_INPUT), report=reporter("approve"))
-    assert approved.status == ExecutionStatus.SUCCEEDED, (approved.error_code, approved.error_message)
+    assert approved.status == ExecutionStatus.SUCCEEDED, (
+        approved.error_code,
+        approved.error_message,
+    )
     assert approved.output["decision"] == "approve"
     assert approved.output["comment"] == "ok"
 
@@ -300,7 +360,9 @@ def test_approval_flows_wait_for_the_callback(demo, flow_name):
     assert rejected.error_code == "Rejected"
 
 
-@pytest.mark.parametrize(("flow_name", "error"), [("demo-approval", "FnF.Timeout"), ("demo-approval-v2", "NoAnswer")])
+@pytest.mark.parametrize(
+    ("flow_name", "error"), [("demo-approval", "FnF.Timeout"), ("demo-approval-v2", "NoAnswer")]
+)
 def test_approval_flows_time_out_without_an_answer(demo, flow_name, error):
     execution = start(flow_name, APPROVAL_INPUT)
     execution = drive(execution, rounds=1)  # run the notify function only
@@ -309,7 +371,9 @@ def test_approval_flows_time_out_without_an_answer(demo, flow_name, error):
     assert notify.status == WorkStatus.DONE and notify.function_name == "demo_notify_approver"
     assert "task_token" in notify.payload
     timeout = Timer.objects.get(execution=execution, fired_at__isnull=True)
-    assert timeout.due_at - execution.started_at == pytest.approx(timedelta(hours=1), abs=timedelta(seconds=5))
+    assert timeout.due_at - execution.started_at == pytest.approx(
+        timedelta(hours=1), abs=timedelta(seconds=5)
+    )
     execution = drive(execution)
     assert execution.status == ExecutionStatus.FAILED
     assert execution.error_code == error

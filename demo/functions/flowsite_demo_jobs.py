@@ -46,7 +46,9 @@ def _number(evt: dict, key: str, default: float, *, low: float, high: float) -> 
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise InvalidRenderRequest(f"{key} must be a number between {low:g} and {high:g}, got {value!r}")
+        raise InvalidRenderRequest(
+            f"{key} must be a number between {low:g} and {high:g}, got {value!r}"
+        )
     return float(value)
 
 

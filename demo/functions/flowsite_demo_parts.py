@@ -41,9 +41,15 @@ def process_part(event: Any, context: Any) -> dict:
         raise InvalidPart("data is missing")
     algorithm = str(evt.get("algorithm") or "sha256").lower().replace("-", "")
     if algorithm not in ALGORITHMS:
-        raise InvalidPart(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {evt.get('algorithm')!r}")
+        raise InvalidPart(
+            f"algorithm must be one of {', '.join(ALGORITHMS)}, got {evt.get('algorithm')!r}"
+        )
     data = evt["data"]
-    text = data if isinstance(data, str) else json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = (
+        data
+        if isinstance(data, str)
+        else json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    )
     raw = text.encode("utf-8")
     checksum = hashlib.new(ALGORITHMS[algorithm], raw, usedforsecurity=False).hexdigest()
     log.info("part %s: %d bytes, %s %s", evt.get("id"), len(raw), algorithm, checksum[:12])

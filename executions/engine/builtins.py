@@ -13,17 +13,21 @@ Contract
   expression (the interpreter reports it as ``FnF.RuntimeError``).
 * Time and randomness come from ``ctx.now`` / ``ctx.rng`` only, so evaluation is replayable.
 * Cost is bounded: anything proportional to the size of its input or output charges
-  ``ctx`` (``charge``, ``check_string``, ``check_array``) so a crafted expression cannot spin
-  or allocate without limit. Booleans are never numbers (``isinstance(True, int)`` is a Python
-  accident we guard against everywhere with :func:`is_number` / :func:`is_integer`).
+  ``ctx`` (``charge``, ``check_string_length``, ``check_array_length``) so a crafted expression
+  cannot spin or allocate without limit.
+* Booleans are never numbers (``isinstance(True, int)`` is a Python accident we guard against
+  everywhere with :func:`is_number` / :func:`is_integer`).
+* ``regexMatchString`` does not use Python's backtracking ``re``: it runs a small linear-time
+  RE2-style matcher (see the section at the end of this module), as Go's regexp does.
 
 Files to touch to add a built-in
 --------------------------------
 1. ``executions/engine/builtins.py``: write ``_fn_<name>(args, ctx)`` (check types with the
-   ``_want_*`` helpers, charge the budget for anything not O(1)) and register it at the bottom
-   with ``_register("<name>", min_args, max_args, _fn_<name>, "<signature>")``.
-2. ``tests/engine/test_expressions.py``: a happy path, a wrong-type error and a compile-time
-   arity error (the ``BUILTIN_CASES`` / ``ARITY_CASES`` tables).
+   ``_want_*`` helpers, charge the budget for anything not O(1)) and register it in the
+   "Registry" section with ``_register("<name>", min_args, max_args, _fn_<name>, "<signature>")``.
+2. ``tests/engine/test_expressions.py``: a happy path in ``BUILTIN_CASES`` and a wrong-type
+   error in ``BUILTIN_TYPE_ERRORS`` (a test fails until both exist); the compile-time arity
+   tests are generated from the registry.
 3. The user documentation of the expression language (the built-in table).
 Nothing else: the parser looks names up in :data:`BUILTINS`, so the function becomes callable,
 and unknown-name / arity validation at definition upload picks it up automatically.

@@ -58,7 +58,7 @@ Semantics
   substring of a string; ``x in null`` is ``false``.
 * Legacy ``[*]`` maps the rest of the path over an array's elements (an object's values):
   ``$local[*].result`` → the list of each element's ``result`` (``null`` where missing).
-  Nested wildcards give nested lists.
+  Nested wildcards give nested lists; ``[*]`` on ``null`` or a scalar gives ``null``.
 
 Bounds (module constants; change them here)
 -------------------------------------------

@@ -422,8 +422,9 @@ class _Run:
                 "Global": self.s["globals"],
             }
         target = st.default
-        for i, branch in enumerate(st.choices):
-            value = self.evaluate(branch.condition, env, f"{st.path}.Branches[{i}].Condition")
+        for branch in st.choices:
+            where = f"{branch.path}.{'condition' if self.legacy else 'Condition'}"
+            value = self.evaluate(branch.condition, env, where)
             if value is True:
                 target = branch.target
                 break

@@ -6,7 +6,6 @@ import json
 import random
 import re
 import textwrap
-import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -193,18 +192,6 @@ def test_legacy_foreach_queue_flow():
 # --- the seed documents (read at run time, never copied) -----------------------------------
 
 
-def _seeds_marker():
-    """``seeds`` must be registered in pyproject.toml (pytest runs with --strict-markers)."""
-    try:
-        config = tomllib.loads((REPO / "pyproject.toml").read_text())
-        markers = config["tool"]["pytest"]["ini_options"]["markers"]
-    except (OSError, KeyError, tomllib.TOMLDecodeError):
-        markers = []
-    if any(m.split(":")[0].strip() == "seeds" for m in markers):
-        return [pytest.mark.seeds]
-    return []
-
-
 _YAMLISH = re.compile(r"^(- )?[A-Za-z][\w.$]*:(\s.*)?$")
 _LIST_KEYS = {
     "steps": "steps",
@@ -314,7 +301,7 @@ def _seed_files() -> list:
     if not SEEDS.is_dir():
         return [pytest.param(None, marks=pytest.mark.skip(reason="no ../shared/seeds"))]
     files = sorted(p for p in SEEDS.glob("*.txt") if extract_flows(p.read_text()))
-    return [pytest.param(p, id=p.name[:3], marks=_seeds_marker()) for p in files]
+    return [pytest.param(p, id=p.name[:3], marks=[pytest.mark.seeds]) for p in files]
 
 
 @pytest.mark.parametrize("seed", _seed_files())

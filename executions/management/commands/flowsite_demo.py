@@ -30,14 +30,18 @@ class Command(BaseCommand):
     help = "Create or update the demo functions and flows (safe to run again)."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--quiet", action="store_true", help="print nothing unless something fails")
+        parser.add_argument(
+            "--quiet", action="store_true", help="print nothing unless something fails"
+        )
         parser.add_argument(
             "--demo-dir",
             default=str(DEMO_DIR),
-            help="folder with functions/functions.yaml and flows/*.yaml (default: the repo's demo/)",
+            help="folder with functions/functions.yaml and flows/*.yaml (default: repo's demo/)",
         )
 
-    def handle(self, *args: Any, quiet: bool = False, demo_dir: str = str(DEMO_DIR), **options: Any) -> None:
+    def handle(
+        self, *args: Any, quiet: bool = False, demo_dir: str = str(DEMO_DIR), **options: Any
+    ) -> None:
         self.quiet = quiet
         root = Path(demo_dir)
         functions_dir = root / "functions"
@@ -98,9 +102,10 @@ class Command(BaseCommand):
         for i, item in enumerate(data):
             unknown = set(item) - {"name", *FUNCTION_FIELDS}
             if unknown or "name" not in item or "handler" not in item:
+                extra = ", ".join(sorted(unknown)) or "-"
                 raise CommandError(
                     f"{path}: function #{i + 1} needs name and handler (and may have "
-                    f"description, timeout_seconds); unexpected: {', '.join(sorted(unknown)) or '-'}"
+                    f"description, timeout_seconds); unexpected: {extra}"
                 )
             specs.append(
                 {
@@ -140,7 +145,9 @@ class Command(BaseCommand):
         description = _description(definition)
         flow = Flow.objects.filter(name=name).first()
         if flow is None:
-            flow = flow_services.flow_create(name=name, definition=definition, description=description)
+            flow = flow_services.flow_create(
+                name=name, definition=definition, description=description
+            )
             self.say(f"flow {name}: created ({flow.dialect}, v{flow.version})")
             self.warnings(name, flow)
             return "created"
@@ -155,7 +162,9 @@ class Command(BaseCommand):
     def warnings(self, name: str, flow: Flow) -> None:
         for warning in getattr(flow, "warnings", []) or []:
             self.stderr.write(
-                self.style.WARNING(f"warning: flow {name}: {warning.get('path')}: {warning.get('message')}")
+                self.style.WARNING(
+                    f"warning: flow {name}: {warning.get('path')}: {warning.get('message')}"
+                )
             )
 
 
