@@ -244,18 +244,27 @@ def driver(opts) -> None:
         # closing with its terminal event (so 10 gaps for 10 states). The history times are
         # the `now` of the transaction that wrote each event, on the worker (or the driver for
         # the start).
+        bounds = {"StepEntered", "ExecutionSucceeded", "ExecutionFailed", "ExecutionTimedOut"}
         rows = (
             HistoryEvent.objects.filter(execution_id__in=ids)
-            .filter(type__in=["StepEntered", "ExecutionSucceeded", "ExecutionFailed", "ExecutionTimedOut"])
+            .filter(type__in=[*bounds, "TaskStarted"])
             .order_by("execution_id", "event_id")
             .values_list("execution_id", "type", "time")
         )
         per_exec: dict[int, list] = {}
-        for eid, _type, when in rows:
-            per_exec.setdefault(eid, []).append(when)
-        hops = []
-        for times in per_exec.values():
+        for eid, type_, when in rows:
+            per_exec.setdefault(eid, []).append((type_, when))
+        hops, waits, runs = [], [], []
+        for events in per_exec.values():
+            times = [when for type_, when in events if type_ in bounds]
             hops += [(b - a).total_seconds() * 1000 for a, b in zip(times, times[1:])]
+            # split each hop at TaskStarted: before = publish + broker + claim (the wait for a
+            # worker), after = TaskStarted commit + function + the TaskSucceeded transaction
+            for (t1, w1), (t2, w2) in zip(events, events[1:]):
+                if t1 == "StepEntered" and t2 == "TaskStarted":
+                    waits.append((w2 - w1).total_seconds() * 1000)
+                elif t1 == "TaskStarted" and t2 in bounds:
+                    runs.append((w2 - w1).total_seconds() * 1000)
         execs, failed = [], 0
         for status, started, stopped in Execution.objects.filter(pk__in=ids).values_list(
             "status", "started_at", "stopped_at"
@@ -264,10 +273,19 @@ def driver(opts) -> None:
                 failed += 1
             elif stopped:
                 execs.append((stopped - started).total_seconds() * 1000)
-        return summarize(
+        out = summarize(
             transitions_per_unit=TASK_STATES, units=n, wall=wall, hops=hops, execs=execs, failed=failed,
             cpu=CpuMeter.per_transition(before, after, TASK_STATES * n),
         )
+        out.update(
+            {
+                "to_task_started_p50_ms": _r(pct(waits, 50)),
+                "to_task_started_p99_ms": _r(pct(waits, 99)),
+                "task_started_to_next_p50_ms": _r(pct(runs, 50)),
+                "task_started_to_next_p99_ms": _r(pct(runs, 99)),
+            }
+        )
+        return out
 
     # --- flowsite: Pass flow, completes inline in execution_start ---------------------------
 
@@ -388,7 +406,9 @@ def driver(opts) -> None:
         results["runs"].append({"flow": flow, "mode": mode, "flowsite": f, "chain": c})
         print(
             f"[driver]   flowsite {f['transitions_per_s']}/s p50 {f['transition_p50_ms']} ms | "
-            f"chain {c['transitions_per_s']}/s p50 {c['transition_p50_ms']} ms",
+            f"chain {c['transitions_per_s']}/s p50 {c['transition_p50_ms']} ms"
+            + (f" | hop split p50: to TaskStarted {f['to_task_started_p50_ms']} ms, TaskStarted to next "
+               f"{f['task_started_to_next_p50_ms']} ms" if "to_task_started_p50_ms" in f else ""),
             file=sys.stderr, flush=True,
         )
 

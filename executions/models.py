@@ -13,7 +13,9 @@ from django.db import models
 from django.db.models import Q
 
 NAME_RE = r"^[A-Za-z_][A-Za-z0-9_-]{0,127}$"
-name_validator = RegexValidator(NAME_RE, "letters, digits, _ and -, starting with a letter or _ (≤128)")
+name_validator = RegexValidator(
+    NAME_RE, "letters, digits, _ and -, starting with a letter or _ (≤128)"
+)
 
 
 class ExecutionStatus(models.TextChoices):
@@ -69,9 +71,13 @@ class FlowVersion(models.Model):
 
 class Execution(models.Model):
     flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="executions")
-    flow_version = models.ForeignKey(FlowVersion, on_delete=models.CASCADE, related_name="executions")
+    flow_version = models.ForeignKey(
+        FlowVersion, on_delete=models.CASCADE, related_name="executions"
+    )
     name = models.CharField(max_length=128, validators=[name_validator])
-    status = models.CharField(max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.RUNNING)
+    status = models.CharField(
+        max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.RUNNING
+    )
     input = models.JSONField(default=dict)
     output = models.JSONField(null=True, blank=True)
     error_code = models.CharField(max_length=128, blank=True)
@@ -119,7 +125,9 @@ class HistoryEvent(models.Model):
     class Meta:
         ordering = ["execution", "event_id"]
         constraints = [
-            models.UniqueConstraint(fields=["execution", "event_id"], name="history_unique_event_id")
+            models.UniqueConstraint(
+                fields=["execution", "event_id"], name="history_unique_event_id"
+            )
         ]
 
     def __str__(self) -> str:
@@ -171,7 +179,9 @@ class WorkItem(models.Model):
         ]
         indexes = [
             models.Index(
-                fields=["next_dispatch_at"], name="workitem_pending_due", condition=Q(status="pending")
+                fields=["next_dispatch_at"],
+                name="workitem_pending_due",
+                condition=Q(status="pending"),
             ),
             models.Index(
                 fields=["lease_until"], name="workitem_running_lease", condition=Q(status="running")
@@ -193,9 +203,13 @@ class Timer(models.Model):
 
     class Meta:
         ordering = ["due_at"]
-        constraints = [models.UniqueConstraint(fields=["execution", "key"], name="timer_unique_key")]
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "key"], name="timer_unique_key")
+        ]
         indexes = [
-            models.Index(fields=["due_at"], name="timer_open_due", condition=Q(fired_at__isnull=True))
+            models.Index(
+                fields=["due_at"], name="timer_open_due", condition=Q(fired_at__isnull=True)
+            )
         ]
 
     def __str__(self) -> str:

@@ -105,7 +105,10 @@ def transition(
     execution is gone; a decision with ``ignored`` set when the engine refused the event."""
     with transaction.atomic():
         execution = (
-            Execution.objects.select_for_update().select_related("flow_version").filter(pk=execution_id).first()
+            Execution.objects.select_for_update()
+            .select_related("flow_version")
+            .filter(pk=execution_id)
+            .first()
         )
         if execution is None:
             return None
@@ -126,7 +129,9 @@ def apply(execution: Execution, event: ev.Event, *, now: datetime) -> ev.Decisio
         graph, execution.state, event, now=now, rng=rng, new_token=new_token, limits=limits()
     )
     if decision.ignored:
-        log.info("execution %s: %s ignored: %s", execution.pk, type(event).__name__, decision.ignored)
+        log.info(
+            "execution %s: %s ignored: %s", execution.pk, type(event).__name__, decision.ignored
+        )
         return decision
     persist(execution, decision, now=now)
     return decision
@@ -263,7 +268,9 @@ def dispatch(ids) -> None:
             if fault("duplicate_publish"):
                 run_work.apply_async(args=[work_id], retry=False)
         except Exception:  # noqa: BLE001 - broker down: the sweeper re-sends
-            log.warning("could not publish work item %s; the sweeper will retry", work_id, exc_info=True)
+            log.warning(
+                "could not publish work item %s; the sweeper will retry", work_id, exc_info=True
+            )
 
 
 # --- workers -----------------------------------------------------------------------------------
@@ -312,7 +319,11 @@ def run_work_item(work_id: int) -> str:
     if result.ok:
         output = result.output
         if fresh.invocation == "async" and fresh.mode == "RequestComplete":
-            output = {"Body": "", "StatusCode": 202, "Headers": {"x-fc-async-task-id": result.request_id}}
+            output = {
+                "Body": "",
+                "StatusCode": 202,
+                "Headers": {"x-fc-async-task-id": result.request_id},
+            }
         event = ev.TaskSucceeded(fresh.entry_id, fresh.attempt, output)
     else:
         event = ev.TaskFailed(fresh.entry_id, fresh.attempt, result.error, result.cause)
@@ -332,7 +343,9 @@ def _function_timeout(item: WorkItem) -> float:
     from functions.models import Function  # noqa: PLC0415 - app registry order
 
     timeout = (
-        Function.objects.filter(name=item.function_name).values_list("timeout_seconds", flat=True).first()
+        Function.objects.filter(name=item.function_name)
+        .values_list("timeout_seconds", flat=True)
+        .first()
     )
     return float(timeout or 60)
 
@@ -340,7 +353,10 @@ def _function_timeout(item: WorkItem) -> float:
 def _transition_started(execution_id: int, work_id: int, claim) -> ev.Decision | None:
     with transaction.atomic():
         execution = (
-            Execution.objects.select_for_update().select_related("flow_version").filter(pk=execution_id).first()
+            Execution.objects.select_for_update()
+            .select_related("flow_version")
+            .filter(pk=execution_id)
+            .first()
         )
         if execution is None:
             return None
@@ -396,11 +412,12 @@ def fire_due_timers(*, batch: int) -> int:
 
 def reap_lost_work(*, batch: int) -> int:
     lost = list(
-        WorkItem.objects.filter(status=WorkStatus.RUNNING, lease_until__lte=Now())
-        .values_list("pk", "execution_id", "kind", "entry_id", "attempt")[:batch]
+        WorkItem.objects.filter(
+            kind=WorkKind.INVOKE, status=WorkStatus.RUNNING, lease_until__lte=Now()
+        ).values_list("pk", "execution_id", "entry_id", "attempt")[:batch]
     )
     count = 0
-    for pk, execution_id, kind, entry_id, attempt in lost:
+    for pk, execution_id, entry_id, attempt in lost:
 
         def claim(execution: Execution, now: datetime, pk=pk) -> bool:
             return bool(
@@ -427,7 +444,9 @@ def redispatch_pending(*, batch: int) -> int:
         # Back off: an item still unclaimed after several sends is most likely stuck behind a
         # long queue, and more copies would only make that queue longer.
         delay = settings.FLOWSITE_REDISPATCH_AFTER * min(2**count, 32)
-        updated = WorkItem.objects.filter(pk=pk, status=WorkStatus.PENDING, dispatch_count=count).update(
+        updated = WorkItem.objects.filter(
+            pk=pk, status=WorkStatus.PENDING, dispatch_count=count
+        ).update(
             dispatch_count=F("dispatch_count") + 1, next_dispatch_at=now + timedelta(seconds=delay)
         )
         if updated:

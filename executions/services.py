@@ -51,12 +51,16 @@ def _check_json_size(value: Any, what: str) -> None:
 def definition_compile(definition: Any) -> FlowGraph:
     """Compile and validate a definition, or raise ``InvalidDefinition`` listing every problem."""
     if not isinstance(definition, str):
-        raise ServiceError("definition must be the YAML (or JSON) text of the flow", code="InvalidArgument")
+        raise ServiceError(
+            "definition must be the YAML (or JSON) text of the flow", code="InvalidArgument"
+        )
     size = len(definition.encode())
     limit = settings.FLOWSITE_MAX_DEFINITION_BYTES
     if size > limit:
         raise ServiceError(
-            f"the definition is {size} bytes; the limit is {limit} bytes", code="EntityTooLarge", status=413
+            f"the definition is {size} bytes; the limit is {limit} bytes",
+            code="EntityTooLarge",
+            status=413,
         )
     from functions.models import Function  # noqa: PLC0415
 
@@ -87,18 +91,30 @@ def flow_create(*, name: str, definition: str, description: str = "", user=None)
     try:
         with transaction.atomic():
             flow = Flow.objects.create(
-                name=name, definition=definition, description=description or "", dialect=graph.dialect, version=1
+                name=name,
+                definition=definition,
+                description=description or "",
+                dialect=graph.dialect,
+                version=1,
             )
             FlowVersion.objects.create(
-                flow=flow, version=1, definition=definition, dialect=graph.dialect, created_by=_user(user)
+                flow=flow,
+                version=1,
+                definition=definition,
+                dialect=graph.dialect,
+                created_by=_user(user),
             )
     except IntegrityError:
-        raise ServiceError(f"a flow named {name!r} already exists", code="FlowAlreadyExists", status=409) from None
+        raise ServiceError(
+            f"a flow named {name!r} already exists", code="FlowAlreadyExists", status=409
+        ) from None
     flow.warnings = _warnings(graph)
     return flow
 
 
-def flow_update(*, flow: Flow, definition: str | None = None, description: str | None = None, user=None) -> Flow:
+def flow_update(
+    *, flow: Flow, definition: str | None = None, description: str | None = None, user=None
+) -> Flow:
     """Change a flow. A new definition makes a new version; running executions keep theirs."""
     with transaction.atomic():
         flow = Flow.objects.select_for_update().get(pk=flow.pk)
@@ -109,7 +125,11 @@ def flow_update(*, flow: Flow, definition: str | None = None, description: str |
             flow.definition = definition
             flow.dialect = graph.dialect
             FlowVersion.objects.create(
-                flow=flow, version=flow.version, definition=definition, dialect=graph.dialect, created_by=_user(user)
+                flow=flow,
+                version=flow.version,
+                definition=definition,
+                dialect=graph.dialect,
+                created_by=_user(user),
             )
             flow.warnings = _warnings(graph)
         if description is not None:
@@ -131,7 +151,9 @@ def _user(user):
 # --- executions --------------------------------------------------------------------------------
 
 
-def execution_start(*, flow: Flow, name: str | None = None, input: Any = None, user=None) -> tuple[Execution, bool]:
+def execution_start(
+    *, flow: Flow, name: str | None = None, input: Any = None, user=None
+) -> tuple[Execution, bool]:
     """Start an execution of the flow's current version.
 
     Returns ``(execution, created)``. Same name while that execution runs: the running one
@@ -161,7 +183,9 @@ def execution_start(*, flow: Flow, name: str | None = None, input: Any = None, u
                     input=input,
                     started_at=now,
                     started_by=_user(user),
-                    state=machine.new_state(execution_name=name, flow_name=flow.name, input=input, now=now),
+                    state=machine.new_state(
+                        execution_name=name, flow_name=flow.name, input=input, now=now
+                    ),
                 )
             runtime.apply(execution, ev.Start(input), now=now)
     except IntegrityError:
@@ -186,16 +210,24 @@ def _existing(execution: Execution) -> Execution:
     )
 
 
-def execution_stop(*, execution: Execution, error: str = "", cause: str = "", user=None) -> Execution:
+def execution_stop(
+    *, execution: Execution, error: str = "", cause: str = "", user=None
+) -> Execution:
     if not isinstance(error, str) or len(error) > 128:
-        raise ServiceError("error must be a string of at most 128 characters", code="InvalidArgument")
+        raise ServiceError(
+            "error must be a string of at most 128 characters", code="InvalidArgument"
+        )
     if not isinstance(cause, str) or len(cause) > 4096:
-        raise ServiceError("cause must be a string of at most 4096 characters", code="InvalidArgument")
+        raise ServiceError(
+            "cause must be a string of at most 4096 characters", code="InvalidArgument"
+        )
     decision = runtime.transition(execution.pk, ev.Stop(error=error, cause=cause))
     execution.refresh_from_db()
     if decision is None or decision.ignored:
         raise ServiceError(
-            f"the execution is {execution.status}, not running", code="ExecutionNotRunning", status=409
+            f"the execution is {execution.status}, not running",
+            code="ExecutionNotRunning",
+            status=409,
         )
     return execution
 
@@ -210,7 +242,9 @@ def _token_row(token: Any) -> TaskToken:
     if row is None:
         raise ServiceError("no task has this token", code="TaskNotExist", status=404)
     if not row.is_open:
-        raise ServiceError("the task was already completed", code="TaskAlreadyCompleted", status=409)
+        raise ServiceError(
+            "the task was already completed", code="TaskAlreadyCompleted", status=409
+        )
     return row
 
 
@@ -219,7 +253,9 @@ def _parse_output(output: Any) -> Any:
         try:
             output = json.loads(output)
         except ValueError:
-            raise ServiceError("output must be JSON (an object, or its text)", code="InvalidArgument") from None
+            raise ServiceError(
+                "output must be JSON (an object, or its text)", code="InvalidArgument"
+            ) from None
     _check_json_size(output, "the output")
     return output
 
@@ -247,7 +283,9 @@ def task_heartbeat(*, token: str) -> None:
 def _report(row: TaskToken, event, *, needs_event: bool = True) -> int:
     decision = runtime.transition(row.execution_id, event)
     if decision is None or decision.ignored:
-        raise ServiceError("the task was already completed", code="TaskAlreadyCompleted", status=409)
+        raise ServiceError(
+            "the task was already completed", code="TaskAlreadyCompleted", status=409
+        )
     if not needs_event:
         return 0
     return decision.events[0]["event_id"] if decision.events else 0

@@ -1,19 +1,14 @@
 """REST API for functions: ``/api/v1/functions/`` (views parse, call a service, render).
 
-Also holds the small helpers the executions API shares: :func:`model_errors` (Django
-``ValidationError`` from a service -> ``ServiceError``) and :func:`parse` (validate input with
-a serializer).
+Also holds the small helpers the executions API shares: :func:`parse` (validate input with
+a serializer) and :func:`check_same_name`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import NON_FIELD_ERRORS
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -55,39 +50,6 @@ def parse(serializer_class: type[serializers.Serializer], data: Any, **kwargs) -
     serializer = serializer_class(data=data, **kwargs)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
-
-
-@contextmanager
-def model_errors(*, already_exists: str | None = None) -> Iterator[None]:
-    """Turn a Django ``ValidationError`` raised by a service's ``full_clean()`` into a
-    ``ServiceError``: 400 InvalidArgument with ``errors`` = [{path: field, line: null, message}].
-
-    A uniqueness error (``validate_unique`` in ``full_clean``) means the name is taken: with
-    ``already_exists`` set it becomes that code with status 409, the same answer the service
-    gives when the database's unique constraint trips in a race.
-    """
-    try:
-        yield
-    except DjangoValidationError as exc:
-        errors: list[dict[str, Any]] = []
-        unique = False
-        if hasattr(exc, "error_dict"):
-            for field, items in exc.error_dict.items():
-                path = "" if field == NON_FIELD_ERRORS else field
-                for item in items:
-                    unique = unique or item.code in ("unique", "unique_together")
-                    for message in item.messages:
-                        errors.append({"path": path, "line": None, "message": message})
-        else:
-            for item in exc.error_list:
-                for message in item.messages:
-                    errors.append({"path": "", "line": None, "message": message})
-        if unique and already_exists:
-            message = "; ".join(e["message"] for e in errors if e["message"])
-            raise ServiceError(message, code=already_exists, status=409) from None
-        first = errors[0] if errors else {"path": "", "message": "The request is invalid."}
-        message = f"{first['path']}: {first['message']}" if first["path"] else first["message"]
-        raise ServiceError(message, code="InvalidArgument", errors=errors) from None
 
 
 def check_same_name(data: dict, name: str) -> None:
@@ -137,8 +99,7 @@ class FunctionListView(GenericAPIView):
     )
     def post(self, request: Request) -> Response:
         data = parse(FunctionCreateSerializer, request.data)
-        with model_errors(already_exists="FunctionAlreadyExists"):
-            function = services.function_create(**data)
+        function = services.function_create(**data)
         return Response(
             FunctionSerializer(function).data,
             status=status.HTTP_201_CREATED,
@@ -180,8 +141,7 @@ class FunctionDetailView(APIView):
         function = services.function_get(name)
         data = parse(serializer_class, request.data)
         check_same_name(data, name)
-        with model_errors():
-            function = services.function_update(function=function, **data)
+        function = services.function_update(function=function, **data)
         return Response(FunctionSerializer(function).data)
 
     @extend_schema(

@@ -13,7 +13,9 @@ class Function(models.Model):
     name = models.CharField(
         max_length=128,
         unique=True,
-        validators=[RegexValidator(NAME_RE, "letters, digits, _ and -, starting with a letter or _")],
+        validators=[
+            RegexValidator(NAME_RE, "letters, digits, _ and -, starting with a letter or _")
+        ],
     )
     handler = models.CharField(
         max_length=255,

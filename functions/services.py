@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from flowsite.errors import ServiceError
@@ -43,9 +44,25 @@ FIELDS = ("name", "handler", "description", "timeout_seconds")
 # --- registry -----------------------------------------------------------------------------------
 
 
+def _clean(fn: Function) -> None:
+    """Model validation as a ServiceError (400 InvalidArgument listing each bad field)."""
+    try:
+        fn.full_clean(validate_unique=False)
+    except ValidationError as exc:
+        errors = [
+            {"path": field, "line": None, "message": " ".join(messages)}
+            for field, messages in exc.message_dict.items()
+        ]
+        raise ServiceError(
+            "; ".join(f"{e['path']}: {e['message']}" for e in errors), errors=errors
+        ) from None
+
+
 def function_create(*, name: str, handler: str, description: str = "", timeout_seconds: int = 60):
-    fn = Function(name=name, handler=handler, description=description, timeout_seconds=timeout_seconds)
-    fn.full_clean()
+    fn = Function(
+        name=name, handler=handler, description=description, timeout_seconds=timeout_seconds
+    )
+    _clean(fn)
     try:
         with transaction.atomic():
             fn.save()
@@ -61,7 +78,7 @@ def function_update(*, function: Function, **changes) -> Function:
         if key not in FIELDS or key == "name":
             continue
         setattr(function, key, value)
-    function.full_clean()
+    _clean(function)
     function.save()
     return function
 
@@ -74,7 +91,9 @@ def function_get(name: str) -> Function:
     try:
         return Function.objects.get(name=name)
     except Function.DoesNotExist:
-        raise ServiceError(f"no function named {name!r}", code="FunctionNotFound", status=404) from None
+        raise ServiceError(
+            f"no function named {name!r}", code="FunctionNotFound", status=404
+        ) from None
 
 
 # --- invocation ---------------------------------------------------------------------------------
@@ -127,7 +146,9 @@ def time_limit(seconds: float) -> Iterator[None]:
     """Interrupt the block after ``seconds`` with :class:`FunctionTimeout` (SIGALRM; only in a
     process's main thread — Celery prefork children and sync web workers — elsewhere the
     attempt's lease in the database is the backstop)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "setitimer"
+    ):
         yield
         return
 
@@ -187,38 +208,86 @@ def decode_body(value: Any) -> Any:
     return value
 
 
-def invoke(function: Function | str, event: Any, *, request_id: str | None = None, extra_context=None) -> Invocation:
+def invoke(
+    function: Function | str, event: Any, *, request_id: str | None = None, extra_context=None
+) -> Invocation:
     request_id = request_id or uuid.uuid4().hex
     if isinstance(function, str):
         try:
             function = Function.objects.get(name=function)
         except Function.DoesNotExist:
-            return Invocation(False, error=ERR_NOT_FOUND, cause=f"function {function!r} does not exist", request_id=request_id)
+            return Invocation(
+                False,
+                error=ERR_NOT_FOUND,
+                cause=f"function {function!r} does not exist",
+                request_id=request_id,
+            )
     payload = encode_event(event)
     limit = settings.FLOWSITE_MAX_TASK_PAYLOAD_BYTES
     if len(payload) > limit:
-        return Invocation(False, error=ERR_PAYLOAD, cause=f"the event is {len(payload)} bytes; the limit is {limit}", request_id=request_id)
+        return Invocation(
+            False,
+            error=ERR_PAYLOAD,
+            cause=f"the event is {len(payload)} bytes; the limit is {limit}",
+            request_id=request_id,
+        )
     try:
         handler = resolve_handler(function.handler)
     except Exception as exc:  # noqa: BLE001 - any import problem is the function's error
-        return Invocation(False, error=ERR_INVALID_HANDLER, cause=f"cannot load {function.handler}: {type(exc).__name__}: {exc}", request_id=request_id)
+        return Invocation(
+            False,
+            error=ERR_INVALID_HANDLER,
+            cause=f"cannot load {function.handler}: {type(exc).__name__}: {exc}",
+            request_id=request_id,
+        )
     started = time.monotonic()
-    context = Context(function=function, request_id=request_id, deadline=started + function.timeout_seconds, extra=extra_context)
+    context = Context(
+        function=function,
+        request_id=request_id,
+        deadline=started + function.timeout_seconds,
+        extra=extra_context,
+    )
     try:
         with time_limit(function.timeout_seconds):
             result = handler(payload, context)
     except FunctionTimeout:
-        return Invocation(False, error=ERR_TIMEOUT, cause=f"the function ran longer than {function.timeout_seconds} s", request_id=request_id, duration_ms=_ms(started))
-    except Exception as exc:  # noqa: BLE001 - the handler's failure is data
+        return Invocation(
+            False,
+            error=ERR_TIMEOUT,
+            cause=f"the function ran longer than {function.timeout_seconds} s",
+            request_id=request_id,
+            duration_ms=_ms(started),
+        )
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the handler's failure (even sys.exit) is data
         tb = traceback.format_exc(limit=20)
-        return Invocation(False, error=type(exc).__name__, cause=f"{exc}\n{tb}"[:32768], request_id=request_id, duration_ms=_ms(started))
+        return Invocation(
+            False,
+            error=type(exc).__name__,
+            cause=f"{exc}\n{tb}"[:32768],
+            request_id=request_id,
+            duration_ms=_ms(started),
+        )
     try:
         body = decode_body(result)
         size = len(json.dumps(body, ensure_ascii=False).encode())
     except (TypeError, ValueError) as exc:
-        return Invocation(False, error=ERR_INVALID_RESPONSE, cause=f"the handler returned a value that is not JSON: {exc}", request_id=request_id, duration_ms=_ms(started))
+        return Invocation(
+            False,
+            error=ERR_INVALID_RESPONSE,
+            cause=f"the handler returned a value that is not JSON: {exc}",
+            request_id=request_id,
+            duration_ms=_ms(started),
+        )
     if size > limit:
-        return Invocation(False, error=ERR_PAYLOAD, cause=f"the result is {size} bytes; the limit is {limit}", request_id=request_id, duration_ms=_ms(started))
+        return Invocation(
+            False,
+            error=ERR_PAYLOAD,
+            cause=f"the result is {size} bytes; the limit is {limit}",
+            request_id=request_id,
+            duration_ms=_ms(started),
+        )
     envelope = {"Body": body, "StatusCode": 200, "Headers": {"x-fc-request-id": request_id}}
     return Invocation(True, output=envelope, request_id=request_id, duration_ms=_ms(started))
 

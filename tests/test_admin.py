@@ -130,11 +130,9 @@ def flow_post(flow: Flow, **fields) -> dict:
     return data
 
 
-def copy_demo_with_changes() -> Path:
+def copy_demo_with_changes(tmp_path: Path) -> Path:
     """A copy of demo/ whose flows all differ (so loading it makes a second version of each)."""
-    import tempfile
-
-    target = Path(tempfile.mkdtemp()) / "demo"
+    target = tmp_path / "demo"
     shutil.copytree(Path(__file__).resolve().parent.parent / "demo", target)
     for path in (target / "flows").glob("*.yaml"):
         path.write_text(path.read_text(encoding="utf-8") + "# changed\n", encoding="utf-8")
@@ -178,10 +176,10 @@ def changelist_queries(client, model) -> int:
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
-def test_changelists_make_no_query_per_row(admin_client, data, model):
+def test_changelists_make_no_query_per_row(admin_client, data, model, tmp_path):
     before = changelist_queries(admin_client, model)
     # More of everything: flows, versions, executions and their runtime rows.
-    call_command("flowsite_demo", "--quiet", "--demo-dir", str(copy_demo_with_changes()))
+    call_command("flowsite_demo", "--quiet", "--demo-dir", str(copy_demo_with_changes(tmp_path)))
     for i in range(3):
         for flow_name in ("admin-wait", "admin-queue", "demo-approval-v2", "admin-pass"):
             services.execution_start(flow=Flow.objects.get(name=flow_name), name=f"more-{i}")

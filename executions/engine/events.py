@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-
 # --- events in ---------------------------------------------------------------------------------
 
 

@@ -449,14 +449,20 @@ class _Run:
         env = (
             self.legacy_env(entry, input=entry["input"])
             if self.legacy
-            else {"Input": entry["input"], "Context": self.context(entry), "Global": self.s["globals"]}
+            else {
+                "Input": entry["input"],
+                "Context": self.context(entry),
+                "Global": self.s["globals"],
+            }
         )
         if spec.seconds is not None or spec.seconds_expr is not None:
             seconds = spec.seconds
             if spec.seconds_expr is not None:
                 seconds = self.evaluate(spec.seconds_expr, env, f"{st.path}.Seconds")
             if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
-                raise StepFailure(ERR_RUNTIME, f"Wait seconds must be a number ≥ 0, got {seconds!r}")
+                raise StepFailure(
+                    ERR_RUNTIME, f"Wait seconds must be a number ≥ 0, got {seconds!r}"
+                )
             due = self.now + timedelta(seconds=float(seconds))
         else:
             stamp = spec.timestamp
@@ -641,7 +647,8 @@ class _Run:
             if not isinstance(local, dict):
                 raise StepFailure(
                     ERR_INVALID_RESPONSE,
-                    f"a legacy task step needs a JSON object as its result, got {type(local).__name__}",
+                    "a legacy task step needs a JSON object as its result, "
+                    f"got {type(local).__name__}",
                 )
             self.complete(entry, local)
         else:
@@ -684,8 +691,7 @@ class _Run:
                 if key not in entry.setdefault("timers", []):
                     entry["timers"].append(key)
                 self.commands.append(ev.StartTimer(key=key, due_at=due, entry=entry["id"]))
-            else:
-                self.ignore("the step has no heartbeat")
+            # Without HeartbeatSeconds a heartbeat is accepted and changes nothing.
             return
         if entry.get("phase") in ("task", "running"):
             # The report beat the submitting function's own return: the attempt's result
@@ -788,7 +794,11 @@ class _Run:
         if self.legacy:
             env = self.legacy_env(entry, input=entry["input"])
         else:
-            env = {"Input": entry["input"], "Context": self.context(entry), "Global": self.s["globals"]}
+            env = {
+                "Input": entry["input"],
+                "Context": self.context(entry),
+                "Global": self.s["globals"],
+            }
         items = self.evaluate(spec.items, env, f"{st.path}.ItemsPath")
         if not isinstance(items, list):
             raise StepFailure(
@@ -810,7 +820,9 @@ class _Run:
     def fill_iterations(self, entry: dict) -> None:
         st = self.state_of(entry)
         spec = st.map
-        cap = min(spec.max_concurrency or self.limits.map_max_concurrency, self.limits.map_max_concurrency)
+        cap = min(
+            spec.max_concurrency or self.limits.map_max_concurrency, self.limits.map_max_concurrency
+        )
         while entry["next_item"] < entry["total"] and len(entry["children"]) < cap:
             i = entry["next_item"]
             entry["next_item"] = i + 1
@@ -829,7 +841,9 @@ class _Run:
                         "Context": self.context(entry),
                         "Global": self.s["globals"],
                     }
-                    child_input = self.render(spec.item_constructor, env, f"{st.path}.ItemConstructor")
+                    child_input = self.render(
+                        spec.item_constructor, env, f"{st.path}.ItemConstructor"
+                    )
                 else:
                     child_input = item
             except StepFailure as f:
@@ -862,7 +876,11 @@ class _Run:
                 try:
                     output = self.apply_mappings(
                         self.g.output_mappings,
-                        {"input": scope["input"], "local": scope["local"], "context": self.context(fake)},
+                        {
+                            "input": scope["input"],
+                            "local": scope["local"],
+                            "context": self.context(fake),
+                        },
                         "outputMappings",
                     )
                 except StepFailure as f:
@@ -1043,7 +1061,9 @@ class _Run:
                 return {}
             return self.apply_mappings(
                 st.error_mappings,
-                self.legacy_env(entry, input=entry.get("input"), local={"error": error, "cause": cause}),
+                self.legacy_env(
+                    entry, input=entry.get("input"), local={"error": error, "cause": cause}
+                ),
                 f"{st.path}.errorMappings",
             )
         if catch.output_constructor is None:
@@ -1070,7 +1090,11 @@ class _Run:
         self.s["scopes"] = {}
         self.s["queue"].clear()
         self.s["status"] = status
-        type_ = {SUCCEEDED: "ExecutionSucceeded", FAILED: "ExecutionFailed", STOPPED: "ExecutionStopped"}
+        type_ = {
+            SUCCEEDED: "ExecutionSucceeded",
+            FAILED: "ExecutionFailed",
+            STOPPED: "ExecutionStopped",
+        }
         if status == SUCCEEDED:
             self.emit(type_[status], 1, output=output)
         else:

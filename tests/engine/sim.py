@@ -28,10 +28,12 @@ class HandlerError(Exception):
 
 
 class Sim:
-    def __init__(self, definition: str, functions: dict[str, Callable] | None = None, *, limits=Limits()):
+    def __init__(
+        self, definition: str, functions: dict[str, Callable] | None = None, *, limits=None
+    ):
         self.graph = compile_definition(definition)
         self.functions = functions or {}
-        self.limits = limits
+        self.limits = limits or Limits()
         self.now = T0
         self.state: dict | None = None
         self.history: list[dict] = []
@@ -54,8 +56,13 @@ class Sim:
 
     def feed(self, event) -> ev.Decision:
         d = step(
-            self.graph, self.state, event, now=self.now, rng=random.Random(7),
-            new_token=self._token, limits=self.limits,
+            self.graph,
+            self.state,
+            event,
+            now=self.now,
+            rng=random.Random(7),
+            new_token=self._token,
+            limits=self.limits,
         )
         self.state = d.state
         if d.ignored:
@@ -135,9 +142,7 @@ class Sim:
             if self.resume:
                 self.resume = False
                 self.feed(ev.Resume())
-            elif self.run_one_task():
-                pass
-            elif timers and self.fire_next_timer():
+            elif self.run_one_task() or timers and self.fire_next_timer():
                 pass
             else:
                 return self
@@ -175,7 +180,11 @@ class Sim:
         assert ids == list(range(1, len(ids) + 1)), "event ids must run 1..N without gaps"
         for e in self.history:
             assert e["schedule_event_id"] < e["event_id"]
-        terminal = [e for e in self.history if e["type"] in ("ExecutionSucceeded", "ExecutionFailed", "ExecutionStopped")]
+        terminal = [
+            e
+            for e in self.history
+            if e["type"] in ("ExecutionSucceeded", "ExecutionFailed", "ExecutionStopped")
+        ]
         if self.status != "Running":
             assert len(terminal) == 1 and terminal[0] is self.history[-1]
         else:

@@ -25,7 +25,10 @@ def _count():
 
     def poll(event):
         state["n"] += 1
-        return {"status": "done" if state["n"] >= event.get("need", 2) else "running", "polls": state["n"]}
+        return {
+            "status": "done" if state["n"] >= event.get("need", 2) else "running",
+            "polls": state["n"],
+        }
 
     return poll
 
@@ -48,7 +51,12 @@ def test_golden_history(path: Path):
     case = yaml.safe_load(path.read_text())
     sim = Sim(case["definition"], functions()).run(case.get("input", {}))
     sim.check_invariants()
-    got = {"status": sim.status, "output": sim.output, "error": list(sim.error or ("", ""))[:1], "history": sim.compact()}
+    got = {
+        "status": sim.status,
+        "output": sim.output,
+        "error": list(sim.error or ("", ""))[:1],
+        "history": sim.compact(),
+    }
     if os.environ.get("FLOWSITE_REGOLD"):
         case.update(got)
         path.write_text(yaml.safe_dump(case, sort_keys=False, allow_unicode=True, width=100))

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from executions.engine import events as ev
 from executions.engine.machine import Limits
 
@@ -27,7 +25,8 @@ def echo(event):
 
 
 def test_pass_constructors_and_dollar_key():
-    sim = Sim(cf("""
+    sim = Sim(
+        cf("""
 StartAt: A
 States:
   - Type: Pass
@@ -40,18 +39,25 @@ States:
     Next: B
   - Type: Succeed
     Name: B
-"""))
+""")
+    )
     sim.run({"a": 1})
     assert sim.status == "Succeeded"
     assert sim.output == {"x": 1, "lit": "$Input"}
     assert sim.types() == [
-        "ExecutionStarted", "StepEntered", "StepExited", "StepEntered", "StepExited", "ExecutionSucceeded",
+        "ExecutionStarted",
+        "StepEntered",
+        "StepExited",
+        "StepEntered",
+        "StepExited",
+        "ExecutionSucceeded",
     ]
     sim.check_invariants()
 
 
 def test_fail_state_fails_execution_with_code_and_detail():
-    sim = Sim(cf("""
+    sim = Sim(
+        cf("""
 StartAt: F
 States:
   - Type: Fail
@@ -59,7 +65,8 @@ States:
     Code: 超时
     Detail: too slow
     End: true
-"""))
+""")
+    )
     sim.run()
     assert sim.status == "Failed"
     assert sim.error == ("超时", "too slow")
@@ -68,7 +75,8 @@ States:
 
 
 def test_global_constructor_and_context():
-    sim = Sim(cf("""
+    sim = Sim(
+        cf("""
 StartAt: A
 States:
   - Type: Pass
@@ -83,7 +91,8 @@ States:
       name.$: $Context.Execution.Name
       first.$: $Context.Execution.Input.k
     End: true
-"""))
+""")
+    )
     sim.run({"k": "v"})
     assert sim.output == {"g": "A", "name": "run1", "first": "v"}
 
@@ -174,14 +183,16 @@ def test_polling_loop_fails_with_non_ascii_code_when_job_never_finishes():
 
 
 def test_wait_is_a_timer_and_dynamic_seconds():
-    sim = Sim(cf("""
+    sim = Sim(
+        cf("""
 StartAt: W
 States:
   - Type: Wait
     Name: W
     Seconds.$: $Input.s
     End: true
-""")).start({"s": 3600})
+""")
+    ).start({"s": 3600})
     sim.settle(timers=False)
     assert sim.status == "Running"
     assert list(sim.timers.values()) == [T0 + timedelta(seconds=3600)]
@@ -191,19 +202,22 @@ States:
 
 
 def test_wait_timestamp_in_the_past_does_not_wait():
-    sim = Sim(cf("""
+    sim = Sim(
+        cf("""
 StartAt: W
 States:
   - Type: Wait
     Name: W
     Timestamp: "2020-01-01T00:00:00Z"
     End: true
-""")).start({})
+""")
+    ).start({})
     assert sim.status == "Succeeded" and not sim.timers
 
 
 def test_choice_type_error_fails_with_runtime_error():
-    sim = Sim(cf("""
+    sim = Sim(
+        cf("""
 StartAt: C
 States:
   - Type: Choice
@@ -214,14 +228,16 @@ States:
     Default: S
   - Type: Succeed
     Name: S
-""")).run({"a": "x"})
+""")
+    ).run({"a": "x"})
     assert sim.status == "Failed"
     assert sim.error[0] == "FnF.RuntimeError"
     assert "$Input.a > 1" in sim.error[1]
 
 
 def test_choice_null_comparison_is_false_and_default_taken():
-    sim = Sim(cf("""
+    sim = Sim(
+        cf("""
 StartAt: C
 States:
   - Type: Choice
@@ -234,7 +250,8 @@ States:
     Name: F
   - Type: Succeed
     Name: S
-""")).run({})
+""")
+    ).run({})
     assert sim.status == "Succeeded"
 
 
@@ -318,7 +335,8 @@ def test_first_matching_retry_rule_only_then_catch():
 
 
 def test_catch_all_after_specific_and_default_catch_output():
-    sim = Sim(cf("""
+    sim = Sim(
+        cf("""
 StartAt: T
 States:
   - Type: Task
@@ -334,13 +352,16 @@ States:
   - Type: Pass
     Name: P
     End: true
-"""), {"bad": flaky(99, "ValueError")}).run()
+"""),
+        {"bad": flaky(99, "ValueError")},
+    ).run()
     assert sim.status == "Succeeded"
     assert sim.output == {"Error": "ValueError", "Cause": "failure 1"}
 
 
 def test_uncaught_error_fails_execution():
-    sim = Sim(cf("""
+    sim = Sim(
+        cf("""
 StartAt: T
 States:
   - Type: Task
@@ -350,12 +371,15 @@ States:
       invocationType: Sync
       resourceArn: acs:fc:r:1:functions/bad
     End: true
-"""), {"bad": flaky(99, "JobFailed")}).run()
+"""),
+        {"bad": flaky(99, "JobFailed")},
+    ).run()
     assert sim.status == "Failed" and sim.error == ("JobFailed", "failure 1")
 
 
 def test_task_timeout_fails_with_fnf_timeout_matched_by_task_timeout_alias():
-    sim = Sim(cf("""
+    sim = Sim(
+        cf("""
 StartAt: T
 States:
   - Type: Task
@@ -372,7 +396,9 @@ States:
   - Type: Pass
     Name: P
     End: true
-"""), {"slow": echo}).start({})
+"""),
+        {"slow": echo},
+    ).start({})
     assert sim.pending  # the task is out, never answered
     sim.pending.clear()
     sim.fire_next_timer()
@@ -383,7 +409,8 @@ States:
 
 
 def test_late_result_after_timeout_is_ignored():
-    sim = Sim(cf("""
+    sim = Sim(
+        cf("""
 StartAt: T
 States:
   - Type: Task
@@ -394,7 +421,9 @@ States:
       invocationType: Sync
       resourceArn: acs:fc:r:1:functions/slow
     End: true
-"""), {"slow": echo}).start({})
+"""),
+        {"slow": echo},
+    ).start({})
     cmd = sim.pending.popleft()
     sim.feed(ev.TaskStarted(cmd.entry, cmd.attempt))
     sim.fire_next_timer()
@@ -408,7 +437,8 @@ States:
 
 
 def test_duplicate_and_stale_task_events_do_not_advance_twice():
-    sim = Sim(cf("""
+    sim = Sim(
+        cf("""
 StartAt: T
 States:
   - Type: Task
@@ -422,7 +452,9 @@ States:
     Name: U
     Seconds: 5
     End: true
-"""), {"echo": echo}).start({"a": 1})
+"""),
+        {"echo": echo},
+    ).start({"a": 1})
     cmd = sim.pending.popleft()
     assert not sim.feed(ev.TaskStarted(cmd.entry, cmd.attempt)).ignored
     assert sim.feed(ev.TaskStarted(cmd.entry, cmd.attempt)).ignored
@@ -459,7 +491,11 @@ States:
         sim.feed(ev.TaskStarted(cmd.entry, cmd.attempt))
         sim.feed(ev.TaskLost(cmd.entry, cmd.attempt))
     assert sim.status == "Failed" and sim.error[0] == "FnF.WorkerLost"
-    assert [e["detail"]["attempt"] for e in sim.history if e["type"] == "TaskScheduled"] == [1, 2, 3]
+    assert [e["detail"]["attempt"] for e in sim.history if e["type"] == "TaskScheduled"] == [
+        1,
+        2,
+        3,
+    ]
 
     sim = Sim(definition, {"echo": echo}, limits=Limits(max_lost_attempts=2)).start({"x": 1})
     cmd = sim.pending.popleft()
@@ -510,7 +546,8 @@ def test_parallel_output_by_branch_index():
 
 
 def test_parallel_branch_failure_fails_state_and_cancels_siblings():
-    sim = Sim(cf("""
+    sim = Sim(
+        cf("""
 StartAt: P
 States:
   - Type: Parallel
@@ -534,7 +571,8 @@ States:
   - Type: Pass
     Name: After
     End: true
-""")).run({})
+""")
+    ).run({})
     assert sim.status == "Succeeded"
     assert sim.output == {"Error": "Broken", "Cause": ""}
     assert not sim.timers  # the sibling's Wait timer was cancelled
@@ -570,7 +608,9 @@ States:
 
 
 def test_map_output_in_order_and_concurrency_bounded():
-    sim = Sim(MAP, {"sq": lambda e: {"sq": e["n"] ** 2, "i": e["i"]}}).start({"items": [1, 2, 3, 4, 5]})
+    sim = Sim(MAP, {"sq": lambda e: {"sq": e["n"] ** 2, "i": e["i"]}}).start(
+        {"items": [1, 2, 3, 4, 5]}
+    )
     max_in_flight = 0
     while not sim.finished:
         max_in_flight = max(max_in_flight, len(sim.pending))
@@ -691,18 +731,22 @@ States:
 
 
 def test_input_over_limit_fails_cleanly():
-    sim = Sim(cf("""
+    sim = Sim(
+        cf("""
 StartAt: A
 States:
   - Type: Pass
     Name: A
     End: true
-"""), limits=Limits(max_payload_bytes=50)).run({"x": "y" * 100})
+"""),
+        limits=Limits(max_payload_bytes=50),
+    ).run({"x": "y" * 100})
     assert sim.status == "Failed" and sim.error[0] == "FnF.DataLimitExceeded"
 
 
 def test_expression_error_in_constructor_is_runtime_error():
-    sim = Sim(cf("""
+    sim = Sim(
+        cf("""
 StartAt: A
 States:
   - Type: Pass
@@ -710,7 +754,8 @@ States:
     InputConstructor:
       x.$: length($Input.n)
     End: true
-""")).run({"n": 5})
+""")
+    ).run({"n": 5})
     assert sim.status == "Failed" and sim.error[0] == "FnF.RuntimeError"
 
 
@@ -744,7 +789,8 @@ def test_legacy_callback_maps_token_in_and_local_out():
 
 
 def test_legacy_sequence_locals_merge_and_default_mappings():
-    sim = Sim("""
+    sim = Sim(
+        """
 version: v1
 type: flow
 steps:
@@ -759,7 +805,9 @@ steps:
         source: $local.n
       - target: tag
         source: const
-""", {"add": lambda e: {"n": e.get("n", 0) + 1}}).run({"n": 10})
+""",
+        {"add": lambda e: {"n": e.get("n", 0) + 1}},
+    ).run({"n": 10})
     assert sim.status == "Succeeded"
     # step one: input {n:10} -> local {n:11}; step two: input = input ∪ local = {n:11} -> 12
     assert sim.output == {"n": 11, "total": 12, "tag": "const"}
