@@ -33,11 +33,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--executions", type=int, default=30)
     ap.add_argument("--database-url")
+    ap.add_argument("--postgres", action="store_true",
+                    help="use a fresh database flowsite_bench_<rand> on postgres://postgres@127.0.0.1:5432 (dropped at the end)")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--no-profile", action="store_true", help="time the hops without cProfile")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="flowsite-profile-"))
+    dbname = None
+    if args.postgres:
+        import secrets
+
+        from bench.run import PG_SERVER, pg_admin
+
+        dbname = f"flowsite_bench_{secrets.token_hex(4)}"
+        pg_admin(f'CREATE DATABASE "{dbname}"')
+        args.database_url = f"{PG_SERVER}/{dbname}"
     try:
         for k in [k for k in os.environ if k.startswith(("FLOWSITE_", "DJANGO_", "CELERY_"))]:
             del os.environ[k]
@@ -123,6 +134,11 @@ def main() -> None:
         print(out.getvalue())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if dbname:
+            from django.db import connections
+
+            connections.close_all()
+            pg_admin(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -224,10 +224,17 @@ def driver(opts) -> None:
         execution, _ = execution_start(flow=task_flow, input={"i": i})
         return execution.pk
 
+    finished_sql = (
+        f"SELECT id FROM {Execution._meta.db_table} WHERE status NOT IN (%s, %s) AND id IN ({{}})"
+    )
+
     def finished_executions(keys: set) -> set:
-        return set(
-            Execution.objects.filter(pk__in=keys).exclude(status__in=open_statuses).values_list("pk", flat=True)
-        )
+        # Raw SQL: this runs every POLL seconds, and the ORM's query building would cost the
+        # driver (and so the 2 cores the worker also needs) ~1 ms of CPU a time.
+        keys = list(keys)
+        with connection.cursor() as cur:
+            cur.execute(finished_sql.format(",".join(["%s"] * len(keys))), [*map(str, open_statuses), *keys])
+            return {row[0] for row in cur.fetchall()}
 
     def task_flow_phase(n: int, concurrency: int) -> dict:
         ids: list[int] = []

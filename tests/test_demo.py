@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from executions import runtime, services
@@ -93,6 +94,44 @@ def test_command_puts_back_what_was_changed(demo):
         Flow.objects.get(name="demo-polling").definition
         == (DEMO / "flows" / "demo-polling.yaml").read_text()
     )
+
+
+def copy_demo(tmp_path: Path) -> Path:
+    target = tmp_path / "demo"
+    shutil.copytree(DEMO, target)
+    return target
+
+
+def test_command_refuses_an_invalid_flow_and_writes_nothing(tmp_path):
+    demo_dir = copy_demo(tmp_path)
+    bad = demo_dir / "flows" / "demo-zzz-broken.yaml"
+    bad.write_text(
+        "Type: StateMachine\nName: x\nSpecVersion: v1\nStartAt: A\nStates:\n"
+        "  - Type: Pass\n    Name: A\n    Next: Missing\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(CommandError) as caught:
+        run_demo_command("--demo-dir", str(demo_dir))
+    message = str(caught.value)
+    assert "flow demo-zzz-broken" in message and "InvalidDefinition" in message
+    assert "States[0].Next (line 8)" in message
+    assert not Flow.objects.exists() and not Function.objects.exists()  # all or nothing
+
+
+def test_command_refuses_a_bad_function_entry(tmp_path):
+    demo_dir = copy_demo(tmp_path)
+    manifest = demo_dir / "functions" / "functions.yaml"
+    manifest.write_text(
+        manifest.read_text(encoding="utf-8")
+        + "\n- name: demo_bad\n  handler: not-a-dotted-path\n  timeout_seconds: 5\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(CommandError, match="function demo_bad: InvalidArgument: handler"):
+        run_demo_command("--demo-dir", str(demo_dir))
+    manifest.write_text("- name: only_a_name\n", encoding="utf-8")
+    with pytest.raises(CommandError, match="needs name and handler"):
+        run_demo_command("--demo-dir", str(demo_dir))
+    assert not Function.objects.exists()
 
 
 def test_flows_get_descriptions_and_dialects(demo):

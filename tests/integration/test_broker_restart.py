@@ -43,7 +43,7 @@ def test_broker_restart_mid_run(broker_flow):
     t0 = time.monotonic()
     statuses = system.wait_all_closed(FLOW, N, timeout=90)
     republished = sum(
-        len(re.findall(r"re-publishing (\\d+) unclaimed", p.text())) for p in system.workers if p
+        len(re.findall(r"re-publishing (\d+) unclaimed", p.text())) for p in system.workers if p
     )
     print(f"\nbroker restarted ({system.broker_kind}, dropped {dropped} message files) with "
           f"{dict(before)}; all done {time.monotonic() - t0:.1f}s later; "

@@ -53,21 +53,13 @@ class Command(BaseCommand):
             raise CommandError(f"no flows folder at {flows_dir}")
 
         counts = {"created": 0, "updated": 0, "unchanged": 0}
-        try:
-            with transaction.atomic():
-                # Functions first, so the flows' references resolve (no "does not exist" warnings).
-                for spec in self.read_manifest(manifest):
-                    counts[self.load_function(spec)] += 1
-                for path in sorted(flows_dir.glob("*.yaml")):
-                    counts[self.load_flow(path)] += 1
-        except ServiceError as exc:
-            details = "".join(
-                f"\n  {e.get('path') or '<document>'}"
-                + (f" (line {e['line']})" if e.get("line") else "")
-                + f": {e.get('message')}"
-                for e in exc.errors
-            )
-            raise CommandError(f"{exc.code}: {exc.message}{details}") from None
+        # All or nothing: a bad file leaves the database as it was.
+        with transaction.atomic():
+            # Functions first, so the flows' references resolve (no "does not exist" warnings).
+            for spec in self.read_manifest(manifest):
+                counts[self.load_function(spec)] += 1
+            for path in sorted(flows_dir.glob("*.yaml")):
+                counts[self.load_flow(path)] += 1
 
         resolved = str(functions_dir.resolve())
         if resolved not in settings.FLOWSITE_FUNCTIONS_PATH:
@@ -112,7 +104,7 @@ class Command(BaseCommand):
                     "name": str(item["name"]),
                     "handler": str(item["handler"]),
                     "description": str(item.get("description") or "").strip(),
-                    "timeout_seconds": int(item.get("timeout_seconds", 60)),
+                    "timeout_seconds": item.get("timeout_seconds", 60),
                 }
             )
         return specs
@@ -130,10 +122,8 @@ class Command(BaseCommand):
                 self.say(f"function {name}: unchanged")
                 return "unchanged"
             function_services.function_update(function=existing, **changes)
-        except Exception as exc:  # ValidationError from full_clean: name the function
-            if isinstance(exc, ServiceError):
-                raise
-            raise CommandError(f"function {name}: {exc}") from None
+        except ServiceError as exc:
+            raise CommandError(f"function {name}: {exc.code}: {exc.message}") from None
         self.say(f"function {name}: updated ({', '.join(sorted(changes))})")
         return "updated"
 
@@ -144,17 +134,30 @@ class Command(BaseCommand):
         definition = path.read_text(encoding="utf-8")
         description = _description(definition)
         flow = Flow.objects.filter(name=name).first()
-        if flow is None:
-            flow = flow_services.flow_create(
-                name=name, definition=definition, description=description
+        try:
+            if flow is None:
+                flow = flow_services.flow_create(
+                    name=name, definition=definition, description=description
+                )
+                self.say(f"flow {name}: created ({flow.dialect}, v{flow.version})")
+                self.warnings(name, flow)
+                return "created"
+            if flow.definition == definition and flow.description == description:
+                self.say(f"flow {name}: unchanged (v{flow.version})")
+                return "unchanged"
+            flow = flow_services.flow_update(
+                flow=flow, definition=definition, description=description
             )
-            self.say(f"flow {name}: created ({flow.dialect}, v{flow.version})")
-            self.warnings(name, flow)
-            return "created"
-        if flow.definition == definition and flow.description == description:
-            self.say(f"flow {name}: unchanged (v{flow.version})")
-            return "unchanged"
-        flow = flow_services.flow_update(flow=flow, definition=definition, description=description)
+        except ServiceError as exc:
+            details = "".join(
+                f"\n  {e.get('path') or '<document>'}"
+                + (f" (line {e['line']})" if e.get("line") else "")
+                + f": {e.get('message')}"
+                for e in exc.errors
+            )
+            raise CommandError(
+                f"flow {name} ({path}): {exc.code}: {exc.message}{details}"
+            ) from None
         self.say(f"flow {name}: updated (now v{flow.version})")
         self.warnings(name, flow)
         return "updated"
