@@ -69,9 +69,10 @@ def _r(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def proc_cpu_seconds(match) -> float:
+def proc_cpu_seconds(match, *, children: bool = False) -> float:
     """Sum of user+system CPU seconds of the live processes for which ``match(pid, pgrp,
-    cmdline)`` is true (read from /proc)."""
+    cmdline)`` is true (read from /proc); with ``children``, of their exited (reaped) children
+    instead."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
     for name in os.listdir("/proc"):
@@ -85,9 +86,9 @@ def proc_cpu_seconds(match) -> float:
         except OSError:
             continue
         rest = stat.rsplit(")", 1)[1].split()
-        # rest[0] = state, rest[2] = pgrp, rest[11] = utime, rest[12] = stime
+        # rest[0] = state, rest[2] = pgrp, rest[11:15] = utime, stime, cutime, cstime
         if match(int(name), int(rest[2]), cmdline):
-            total += int(rest[11]) + int(rest[12])
+            total += int(rest[13]) + int(rest[14]) if children else int(rest[11]) + int(rest[12])
     return total / tick
 
 
@@ -140,9 +141,11 @@ class CpuMeter:
         }
         if self.dbname:
             needle = f" {self.dbname} "
+            # live backends of the benchmark database, plus the CPU of backends that exited
+            # (reaped by the postmaster: its cutime+cstime; this part is server-wide)
             out["postgres"] = proc_cpu_seconds(
                 lambda pid, pgrp, cmd: cmd.startswith("postgres:") and needle in cmd
-            )
+            ) + proc_cpu_seconds(lambda pid, pgrp, cmd: "/bin/postgres " in cmd, children=True)
         return out
 
     @staticmethod
@@ -421,12 +424,16 @@ def driver(opts) -> None:
 
     np_, nf = opts.pass_executions, opts.function_executions
     nc_pass = opts.pass_chains or np_
-    record("pass20", "sequential", lambda: pass_flow_phase(np_, 1), lambda: chain_phase(PASS_STATES, nc_pass, 1))
-    record(f"pass20", f"concurrent-{conc}", lambda: pass_flow_phase(np_, conc),
-           lambda: chain_phase(PASS_STATES, nc_pass, conc))
-    record("task10", "sequential", lambda: task_flow_phase(nf, 1), lambda: chain_phase(TASK_STATES, nf, 1))
-    record("task10", f"concurrent-{conc}", lambda: task_flow_phase(nf, conc),
-           lambda: chain_phase(TASK_STATES, nf, conc))
+    flows = opts.flows.split(",")
+    if "pass20" in flows:
+        record("pass20", "sequential", lambda: pass_flow_phase(np_, 1),
+               lambda: chain_phase(PASS_STATES, nc_pass, 1))
+        record("pass20", f"concurrent-{conc}", lambda: pass_flow_phase(np_, conc),
+               lambda: chain_phase(PASS_STATES, nc_pass, conc))
+    if "task10" in flows:
+        record("task10", "sequential", lambda: task_flow_phase(nf, 1), lambda: chain_phase(TASK_STATES, nf, 1))
+        record("task10", f"concurrent-{conc}", lambda: task_flow_phase(nf, conc),
+               lambda: chain_phase(TASK_STATES, nf, conc))
 
     Path(opts.out).write_text(json.dumps(results, indent=2))
 
@@ -539,6 +546,7 @@ def run_backend(backend: str, args) -> dict:
     procs: list[subprocess.Popen] = []
     dbname = None
     t_start = time.perf_counter()
+    load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     try:
         env = base_env(tmp / "data")
         if backend == "postgres-redis":
@@ -572,7 +580,7 @@ def run_backend(backend: str, args) -> dict:
             PY, str(Path(__file__).resolve()), "--driver", "--out", str(out), "--chain-dir", str(tmp / "chains"),
             "--worker-pgid", str(worker.pid),
             "--pass-executions", str(args.pass_executions), "--function-executions", str(args.function_executions),
-            "--concurrency", str(args.concurrency),
+            "--concurrency", str(args.concurrency), "--flows", args.flows,
         ]
         if args.pass_chains:
             cmd += ["--pass-chains", str(args.pass_chains)]
@@ -620,6 +628,7 @@ def run_backend(backend: str, args) -> dict:
             "setup": "1 worker (celery -c 2 -P prefork) + beat; driver in its own process; DJANGO_DEBUG=0",
             "concurrency": args.concurrency,
             "total_s": round(time.perf_counter() - t_start, 1),
+            "loadavg_before": load_before,
             "logs": log_report,
         }
     )
@@ -681,7 +690,8 @@ def cpu_table(data: dict) -> str:
 def section(data: dict) -> str:
     return (
         f"### {data['backend']}: {data['database']} + {data['broker']}\n\n"
-        f"{data['date']}; {data['machine']}; {data['setup']}; {data['total_s']} s in all.\n\n"
+        f"{data['date']}; {data['machine']}; {data['setup']}; {data['total_s']} s in all; "
+        f"load average before the run {data.get('loadavg_before', '?')}.\n\n"
         + table(data)
         + "\nCPU per transition (worker = the Celery worker's process group; driver = the process that"
         " starts executions / sends chains, where Pass flows run; postgres = the server backends of the"
@@ -690,7 +700,7 @@ def section(data: dict) -> str:
     )
 
 
-def write_results_md() -> None:
+def write_results_md(folder: Path) -> None:
     parts = [
         "## Benchmark results\n\n"
         "Generated by `bench/run.py` (method: bench/README.md). *tr/s* = state transitions per second; "
@@ -699,10 +709,10 @@ def write_results_md() -> None:
         "is better for flowsite; latency: lower is better).\n"
     ]
     for backend in BACKENDS:
-        path = BENCH / f"results-{backend}.json"
+        path = folder / f"results-{backend}.json"
         if path.exists():
             parts.append(section(json.loads(path.read_text())))
-    (BENCH / "RESULTS.md").write_text("\n".join(parts))
+    (folder / "RESULTS.md").write_text("\n".join(parts))
 
 
 def main() -> None:
@@ -713,6 +723,9 @@ def main() -> None:
     ap.add_argument("--function-executions", type=int)
     ap.add_argument("--pass-chains", type=int, help="chains of 20 for the Pass baseline (default: as many as executions)")
     ap.add_argument("--concurrency", type=int, default=10, help="executions in flight in the concurrent runs")
+    ap.add_argument("--flows", default="pass20,task10", help="which flows to run (comma-separated)")
+    ap.add_argument("--results", default=str(BENCH),
+                    help="folder for results-<backend>.json and RESULTS.md (default: bench/)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, SQLite, broker)")
     # driver (internal)
     ap.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
@@ -730,6 +743,8 @@ def main() -> None:
         return
 
     backends = BACKENDS if args.backend == "both" else (args.backend,)
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
     failures = 0
     for backend in backends:
         try:
@@ -738,7 +753,7 @@ def main() -> None:
             failures += 1
             print(f"[{backend}] FAILED: {exc}", file=sys.stderr)
             continue
-        (BENCH / f"results-{backend}.json").write_text(json.dumps(data, indent=2) + "\n")
+        (results / f"results-{backend}.json").write_text(json.dumps(data, indent=2) + "\n")
         print()
         print(section(data))
         for name, rep in data["logs"].items():
@@ -747,7 +762,7 @@ def main() -> None:
                 for line in rep["first"][:5]:
                     print(f"    {line}")
         print()
-    write_results_md()
+    write_results_md(results)
     sys.exit(1 if failures else 0)
 
 

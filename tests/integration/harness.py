@@ -19,6 +19,8 @@ that says what was awaited and what the system looked like when time ran out.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import re
@@ -69,16 +71,16 @@ ADMIN_USER = "it-admin"
 
 # Run once per system, in one process: migrate, createsuperuser --noinput (it reads
 # DJANGO_SUPERUSER_USERNAME/PASSWORD/EMAIL from the environment) and an API token.
-SETUP_SNIPPET = """
+SETUP_SNIPPET = f"""
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from rest_framework.authtoken.models import Token
 
 call_command("migrate", interactive=False, verbosity=1)
 call_command("createsuperuser", interactive=False, verbosity=1)
-user = get_user_model().objects.get(username=%r)
+user = get_user_model().objects.get(username={ADMIN_USER!r})
 print("TOKEN=" + Token.objects.create(user=user).key)
-""" % ADMIN_USER
+"""
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,7 +109,9 @@ def wait_until(
         try:
             last = predicate()
             last_error = None
-        except Exception as exc:  # noqa: BLE001 - reported if it never succeeds
+        except AssertionError:
+            raise  # a predicate's own verdict (a process died...): no point waiting on
+        except Exception as exc:  # noqa: BLE001 - transient; reported if it never succeeds
             last, last_error = None, exc
         if last:
             return last
@@ -144,6 +148,17 @@ def tail(path: Path, lines: int = 30) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+_LIVE: set[Proc] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """Last resort (the test process is exiting without teardown): kill our own groups only."""
+    for proc in list(_LIVE):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pgid, signal.SIGKILL)
+
+
 class Proc:
     """One child process (and its own process group)."""
 
@@ -165,21 +180,17 @@ class Proc:
         )
         self.pid = self.popen.pid
         self.pgid = os.getpgid(self.pid)  # == pid: a new session leads its own group
-        self.log_offset = 0
+        _LIVE.add(self)
 
     def alive(self) -> bool:
         return self.popen.poll() is None
 
     def kill(self) -> None:
         """SIGKILL this process's whole group (only ever a group the harness started)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
         # Also wait for the rest of the group (prefork children) to be gone.
         wait_until(
             lambda: not _group_alive(self.pgid),
@@ -187,8 +198,11 @@ class Proc:
             0.05,
             f"process group {self.pgid} ({self.name}) to die",
         )
+        _LIVE.discard(self)
         if not self.log.closed:
-            self.log.write(f"\n=== {time.strftime('%H:%M:%S')} SIGKILL group {self.pgid}\n".encode())
+            self.log.write(
+                f"\n=== {time.strftime('%H:%M:%S')} SIGKILL group {self.pgid}\n".encode()
+            )
             self.log.close()
 
     def text(self) -> str:
@@ -346,16 +360,12 @@ class System:
 
     def stop(self, keep_data: bool = False) -> None:
         for proc in reversed(self.procs):
-            try:
+            with contextlib.suppress(Exception):  # keep killing the others
                 proc.kill()
-            except Exception:  # noqa: BLE001 - keep killing the others
-                pass
         self.procs.clear()
         if self._db is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._db.close()
-            except Exception:  # noqa: BLE001
-                pass
             self._db = None
         if self.pg_dbname:
             import psycopg
@@ -583,11 +593,21 @@ class System:
         params: dict | None = None,
         expect: int | Iterable[int] | None = None,
         timeout: float = 30,
+        basic_auth: bool = False,
     ) -> requests.Response:
-        url = path if path.startswith("http") else self.base_url + (
-            path if path.startswith("/") else "/api/v1/" + path
+        """One API request (``path`` relative to /api/v1/ unless it starts with / or http).
+        Token auth by default; ``basic_auth=True`` sends HTTP Basic instead (each such request
+        costs a PBKDF2 password hash on the server, so the tests use it sparingly)."""
+        url = (
+            path
+            if path.startswith("http")
+            else self.base_url + (path if path.startswith("/") else "/api/v1/" + path)
         )
-        r = self.session.request(method, url, json=json, params=params, timeout=timeout)
+        kwargs: dict[str, Any] = {}
+        if basic_auth:
+            kwargs["auth"] = (ADMIN_USER, self.password)
+            kwargs["headers"] = {"Authorization": None}
+        r = self.session.request(method, url, json=json, params=params, timeout=timeout, **kwargs)
         if expect is not None:
             ok = (r.status_code == expect) if isinstance(expect, int) else (r.status_code in expect)
             assert ok, f"{method} {url} -> {r.status_code} (expected {expect}): {r.text[:2000]}"
@@ -733,7 +753,11 @@ class System:
             return st if sum(st.values()) >= count and not any(st[s] for s in OPEN) else None
 
         return wait_until(
-            closed, timeout, 0.3, f"all {count} executions of {flow} to end", lambda: self.describe()
+            closed,
+            timeout,
+            0.3,
+            f"all {count} executions of {flow} to end",
+            lambda: self.describe(),
         )
 
     def execution_id(self, flow: str, name: str) -> int:
@@ -762,11 +786,12 @@ class System:
     # -- ledger ---------------------------------------------------------------------------
 
     def ledger(self) -> list[dict]:
+        """Every complete ledger line (a line still being appended is left for next time)."""
         try:
             text = self.ledger_path.read_text()
         except FileNotFoundError:
             return []
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
 
     # -- invariants (reliability.md §3.2) -------------------------------------------------
 
@@ -775,9 +800,7 @@ class System:
         v: dict[str, list] = defaultdict(list)
         execs = {
             row[0]: {"name": row[1], "status": row[2], "event_count": row[3]}
-            for row in self.sql(
-                "SELECT id, name, status, event_count FROM executions_execution"
-            )
+            for row in self.sql("SELECT id, name, status, event_count FROM executions_execution")
         }
         events: dict[int, list[tuple]] = defaultdict(list)
         for ex_id, event_id, sched, type_ in self.sql(
@@ -843,7 +866,9 @@ class System:
         v["I3_stuck"].extend(stuck)
         # I5 (ledger): one real invocation per (execution, entry, attempt).
         starts = Counter(
-            (r["execution"], r["entry"], r["attempt"]) for r in self.ledger() if r["phase"] == "start"
+            (r["execution"], r["entry"], r["attempt"])
+            for r in self.ledger()
+            if r["phase"] == "start"
         )
         v["I5_ledger_duplicate_attempt"].extend(k for k, n in starts.items() if n > 1)
         # I8: timers never fire before they are due.
@@ -880,7 +905,9 @@ class System:
         bad = {k: n for k, n in counts.items() if n}
         assert not bad, (
             f"invariant violations {bad}; details (first 5 each): "
-            + json.dumps({k: [list(map(str, x)) for x in d[:5]] for k, d in self.last_violations.items()})
+            + json.dumps(
+                {k: [list(map(str, x)) for x in d[:5]] for k, d in self.last_violations.items()}
+            )
             + "\n"
             + self.describe()
         )
@@ -893,7 +920,11 @@ class System:
         ``{"active"|"reserved"|"scheduled": {node: [task, ...]}}`` (what ``celery -A flowsite
         inspect active|reserved|scheduled --json`` prints, asked in one process and addressed
         to the live nodes so it returns as soon as each has answered)."""
-        nodes = [f"{self.worker_names[i]}@{socket.gethostname()}" for i, w in enumerate(self.workers) if w]
+        nodes = [
+            f"{self.worker_names[i]}@{socket.gethostname()}"
+            for i, w in enumerate(self.workers)
+            if w
+        ]
         out = self.python(
             "import json\n"
             "from flowsite.celery import app\n"
@@ -911,12 +942,18 @@ class System:
     # -- diagnostics ----------------------------------------------------------------------
 
     def describe(self, flow: str | None = None, name: str | None = None) -> str:
-        parts = [f"--- system {self.name} ({self.label}), data dir {self.data_dir}, logs {self.log_dir}"]
+        parts = [
+            f"--- system {self.name} ({self.label}), data dir {self.data_dir}, logs {self.log_dir}"
+        ]
         try:
             parts.append(f"executions by status: {dict(self.statuses())}")
             parts.append(
                 "work items by status: "
-                + str(dict(self.sql("SELECT status, COUNT(*) FROM executions_workitem GROUP BY status")))
+                + str(
+                    dict(
+                        self.sql("SELECT status, COUNT(*) FROM executions_workitem GROUP BY status")
+                    )
+                )
             )
             parts.append(
                 "open timers: "
@@ -935,8 +972,8 @@ class System:
             parts.append(f"(database unreadable: {exc!r})")
         for proc in self.procs:
             state = "alive" if proc.alive() else f"exited {proc.popen.returncode}"
-            parts.append(f"--- {proc.name} (pid {proc.pid}, {state}) last lines of {proc.log_path}:")
+            parts.append(
+                f"--- {proc.name} (pid {proc.pid}, {state}) last lines of {proc.log_path}:"
+            )
             parts.append(tail(proc.log_path, 15))
         return "\n".join(parts)
-
-

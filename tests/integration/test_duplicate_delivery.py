@@ -40,10 +40,12 @@ def test_duplicate_publish_and_redelivery_after_completion(system):
 
     # Each (execution, entry, attempt) ran for real exactly once; three entries per execution.
     ledger = system.ledger()
-    starts = Counter((r["execution"], r["entry"], r["attempt"]) for r in ledger if r["phase"] == "start")
+    starts = Counter(
+        (r["execution"], r["entry"], r["attempt"]) for r in ledger if r["phase"] == "start"
+    )
     assert all(n == 1 for n in starts.values()), [k for k, n in starts.items() if n > 1]
     per_execution = Counter(k[0] for k in starts)
-    assert per_execution == {name: 3 for name in names}, per_execution
+    assert per_execution == dict.fromkeys(names, 3), per_execution
 
     events = system.event_types(FLOW)
     for name in names:
@@ -56,8 +58,9 @@ def test_duplicate_publish_and_redelivery_after_completion(system):
         outcomes = Counter(run_work_results(system).values())
         return outcomes if outcomes["done"] == 3 * N and sum(outcomes.values()) >= 6 * N else None
 
-    outcomes = wait_until(copies_settled, 30, 0.3, "every duplicate copy to be consumed",
-                          system.describe)
+    outcomes = wait_until(
+        copies_settled, 30, 0.3, "every duplicate copy to be consumed", system.describe
+    )
     assert set(outcomes) <= {"done", "duplicate", "lost-race", "stale"}, outcomes
 
     # Re-deliver every work item's message after completion: nothing may change.
@@ -78,8 +81,9 @@ def test_duplicate_publish_and_redelivery_after_completion(system):
         results = run_work_results(system)
         return {k: results[k] for k in wanted} if wanted <= set(results) else None
 
-    replies = wait_until(redelivered, 60, 0.3, f"{len(wanted)} re-delivered messages to run",
-                         system.describe)
+    replies = wait_until(
+        redelivered, 60, 0.3, f"{len(wanted)} re-delivered messages to run", system.describe
+    )
     assert set(replies.values()) == {"duplicate"}, Counter(replies.values())
     after = (
         system.event_types(FLOW),
@@ -87,6 +91,8 @@ def test_duplicate_publish_and_redelivery_after_completion(system):
         len(system.ledger()),
     )
     assert after == snapshot
-    print(f"\nrun_work outcomes under duplicate_publish: {dict(outcomes)}; "
-          f"{len(work_ids)} re-deliveries after completion: all no-ops")
+    print(
+        f"\nrun_work outcomes under duplicate_publish: {dict(outcomes)}; "
+        f"{len(work_ids)} re-deliveries after completion: all no-ops"
+    )
     system.assert_invariants()

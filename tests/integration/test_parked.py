@@ -41,7 +41,8 @@ def test_parked_executions_hold_no_worker(system):
     wait_until(all_parked, 60, 0.3, f"{N} executions Running with {N} open timers", system.describe)
     # Parked executions own no work item at all: nothing for a worker to hold.
     parked_work = system.sql(
-        "SELECT w.id FROM executions_workitem w JOIN executions_execution e ON e.id = w.execution_id "
+        "SELECT w.id FROM executions_workitem w "
+        "JOIN executions_execution e ON e.id = w.execution_id "
         "JOIN executions_flow f ON f.id = e.flow_id WHERE f.name = %s",
         (PARKED,),
     )
@@ -69,9 +70,7 @@ def test_parked_executions_hold_no_worker(system):
     assert system.statuses(PARKED) == {"Running": N}
 
     # Release: every open timer due now (by the database's clock).
-    system.sql(
-        f"UPDATE executions_timer SET due_at = {system.ago_sql(1)} WHERE fired_at IS NULL"
-    )
+    system.sql(f"UPDATE executions_timer SET due_at = {system.ago_sql(1)} WHERE fired_at IS NULL")
     t2 = time.monotonic()
     statuses = system.wait_all_closed(PARKED, N, timeout=90)
     drained = time.monotonic() - t2
@@ -79,8 +78,10 @@ def test_parked_executions_hold_no_worker(system):
     assert system.scalar("SELECT COUNT(*) FROM executions_timer WHERE fired_at IS NULL") == 0
     events = system.event_types(PARKED)
     assert all(c["StepExited"] == 3 and c["ExecutionSucceeded"] == 1 for c in events.values())
-    print(f"\n{N} starts in {started_in:.1f}s; 10 short executions in {short_seconds:.1f}s while "
-          f"parked; {N} released and done in {drained:.1f}s")
+    print(
+        f"\n{N} starts in {started_in:.1f}s; 10 short executions in {short_seconds:.1f}s while "
+        f"parked; {N} released and done in {drained:.1f}s"
+    )
     system.assert_invariants()
 
 
@@ -105,8 +106,16 @@ def test_timers_fire_on_time_while_every_worker_slot_is_busy(system):
 
     def all_slots_busy():
         rows = system.ledger()
-        started = {r["execution"] for r in rows if r["phase"] == "start" and r["execution"].startswith("busy")}
-        ended = {r["execution"] for r in rows if r["phase"] == "end" and r["execution"].startswith("busy")}
+        started = {
+            r["execution"]
+            for r in rows
+            if r["phase"] == "start" and r["execution"].startswith("busy")
+        }
+        ended = {
+            r["execution"]
+            for r in rows
+            if r["phase"] == "end" and r["execution"].startswith("busy")
+        }
         return len(started - ended) == slots
 
     wait_until(all_slots_busy, 30, 0.05, f"{slots} long tasks running", system.describe)

@@ -32,6 +32,9 @@ def test_job_finishes_and_execution_succeeds(polling):
     assert started["status"] in ("Starting", "Running")
     done = system.wait_done(FLOW, "finishes", timeout=40)
     assert done["status"] == "Succeeded", done
+    # The same answer with HTTP Basic instead of the token.
+    basic = system.api("GET", f"flows/{FLOW}/executions/finishes/", expect=200, basic_auth=True)
+    assert basic.json()["status"] == "Succeeded"
     assert done["output"]["state"] == "done"
     polls = done["output"]["polls"]
     assert 2 <= polls <= 4, done["output"]
@@ -61,5 +64,12 @@ def test_job_never_finishes_and_execution_fails_with_timeout_code(polling):
     assert steps(history, "StepFailed")["GaveUp"] == 1
     last = history[-1]
     assert last["type"] == "ExecutionFailed"
-    assert sum(1 for e in history if e["type"].startswith("Execution") and e["type"] != "ExecutionStarted") == 1
+    assert (
+        sum(
+            1
+            for e in history
+            if e["type"].startswith("Execution") and e["type"] != "ExecutionStarted"
+        )
+        == 1
+    )
     assert system.assert_invariants()

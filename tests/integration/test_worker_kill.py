@@ -64,7 +64,9 @@ def test_sigkill_worker_mid_step(system):
         for r in ledger_at_kill
         if r["phase"] == "start" and r["worker"] == tag
     }
-    ended = {(r["execution"], r["entry"], r["attempt"]) for r in ledger_at_kill if r["phase"] == "end"}
+    ended = {
+        (r["execution"], r["entry"], r["attempt"]) for r in ledger_at_kill if r["phase"] == "end"
+    }
     interrupted = started_on_a - ended
     assert interrupted, f"nothing was running on {tag} when it was killed: {ledger_at_kill}"
 
@@ -84,7 +86,7 @@ def test_sigkill_worker_mid_step(system):
             if r["execution"] == execution and r["entry"] == entry and r["attempt"] > attempt
         ]
         assert any(r["phase"] == "start" for r in again), (
-            f"attempt {attempt} of {execution} entry {entry} was interrupted but never re-run: {ledger}"
+            f"attempt {attempt} of {execution} entry {entry} interrupted, never re-run: {ledger}"
         )
         assert any(r["phase"] == "end" and r["worker"] != tag for r in again), again
 
@@ -95,7 +97,8 @@ def test_sigkill_worker_mid_step(system):
             exits = [
                 e
                 for e in history
-                if e["type"] in ("StepExited", "StepFailed") and e["schedule_event_id"] == entry["event_id"]
+                if e["type"] in ("StepExited", "StepFailed")
+                and e["schedule_event_id"] == entry["event_id"]
             ]
             assert len(exits) == 1 and exits[0]["type"] == "StepExited", (name, entry, exits)
         assert [e["type"] for e in history].count("TaskSucceeded") == 1, history
@@ -109,5 +112,7 @@ def test_sigkill_worker_mid_step(system):
             assert delay <= LEASE + 2 * SWEEP + 5, f"{name}: lost after {delay:.1f}s"
         assert len(starts) == len(lost) + 1, history
 
-    print(f"\ninterrupted attempts: {len(interrupted)}; all {N} done {recovered_in:.1f}s after the kill")
+    print(
+        f"\ninterrupted attempts: {len(interrupted)}; all {N} done {recovered_in:.1f}s after kill"
+    )
     system.assert_invariants()
