@@ -33,8 +33,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--executions", type=int, default=30)
     ap.add_argument("--database-url")
-    ap.add_argument("--postgres", action="store_true",
-                    help="use a fresh database flowsite_bench_<rand> on postgres://postgres@127.0.0.1:5432 (dropped at the end)")
+    ap.add_argument(
+        "--postgres",
+        action="store_true",
+        help="use a fresh database flowsite_bench_<rand> on postgres://postgres@127.0.0.1:5432"
+        " (dropped at the end)",
+    )
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--no-profile", action="store_true", help="time the hops without cProfile")
     args = ap.parse_args()
@@ -66,8 +70,8 @@ def main() -> None:
 
         django.setup()
         from django.core.management import call_command
-        from django.test.utils import CaptureQueriesContext
         from django.db import connection
+        from django.test.utils import CaptureQueriesContext
 
         from bench.run import FUNCTION_NAME, pct, task_flow_yaml
         from executions import runtime
@@ -105,25 +109,41 @@ def main() -> None:
                 for q in ctx.captured_queries:
                     sql = q["sql"].lstrip()
                     head = " ".join(sql.split()[:1]).upper()
-                    table = next((w.strip('"') for w in sql.split() if '"executions_' in w or '"functions_' in w), "?")
+                    table = next(
+                        (
+                            w.strip('"')
+                            for w in sql.split()
+                            if '"executions_' in w or '"functions_' in w
+                        ),
+                        "?",
+                    )
                     sql_kinds[f"{head} {table.split('.')[0]}"] += 1
         total = time.perf_counter() - t_all
         ok = Execution.objects.filter(pk__in=ids, status=ExecutionStatus.SUCCEEDED).count()
         hops = len(hop_ms)
-        print(f"{args.executions} executions ({ok} succeeded), {hops} work items run in-process, {total:.2f} s")
-        print(f"per hop (= one Task state: claim+TaskStarted, invoke, TaskSucceeded+next state): "
-              f"p50 {pct(hop_ms, 50):.2f} ms, p99 {pct(hop_ms, 99):.2f} ms, "
-              f"{sum(hop_queries) / hops:.1f} SQL statements")
+        print(
+            f"{args.executions} executions ({ok} succeeded), {hops} work items run in-process, "
+            f"{total:.2f} s"
+        )
+        print(
+            f"per hop (= one Task state: claim+TaskStarted, invoke, TaskSucceeded+next state): "
+            f"p50 {pct(hop_ms, 50):.2f} ms, p99 {pct(hop_ms, 99):.2f} ms, "
+            f"{sum(hop_queries) / hops:.1f} SQL statements"
+        )
         print("SQL statements per hop by kind:")
         for kind, n in sql_kinds.most_common():
             print(f"  {n / hops:5.2f}  {kind}")
         if args.no_profile:
             return
         out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(r"flowsite|executions|functions", args.top)
+        pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(
+            r"flowsite|executions|functions", args.top
+        )
         print(out.getvalue())
         out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats("tottime").print_callers(r"__init__.py:\d+\(__eq__\)")
+        pstats.Stats(prof, stream=out).sort_stats("tottime").print_callers(
+            r"__init__.py:\d+\(__eq__\)"
+        )
         print(out.getvalue()[-3000:])
         out = io.StringIO()
         stats = pstats.Stats(prof, stream=out)

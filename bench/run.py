@@ -19,6 +19,7 @@ Outputs: a table per backend on stdout, ``bench/results-<backend>.json`` and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import math
@@ -146,15 +147,30 @@ class CpuMeter:
             out["postgres"] = proc_cpu_seconds(
                 lambda pid, pgrp, cmd: cmd.startswith("postgres:") and needle in cmd
             ) + proc_cpu_seconds(lambda pid, pgrp, cmd: "/bin/postgres " in cmd, children=True)
+            from django.db import connection
+
+            with connection.cursor() as cur:  # sessions ever opened on the benchmark database
+                cur.execute("SELECT pg_stat_clear_snapshot()")
+                cur.execute(
+                    "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+                )
+                out["pg_sessions"] = float(cur.fetchone()[0])
         return out
 
     @staticmethod
     def per_transition(before: dict, after: dict, transitions: int) -> dict:
-        return {
+        if not transitions:
+            return {}
+        out = {
             f"{k}_cpu_ms_per_transition": _r((after[k] - before[k]) * 1000 / transitions, 3)
             for k in before
-            if transitions
+            if k != "pg_sessions"
         }
+        if "pg_sessions" in before:
+            out["pg_sessions_per_transition"] = _r(
+                (after["pg_sessions"] - before["pg_sessions"]) / transitions, 3
+            )
+        return out
 
 
 def run_window(n: int, concurrency: int, start, finished) -> float:
@@ -179,8 +195,16 @@ def run_window(n: int, concurrency: int, start, finished) -> float:
     return time.perf_counter() - t0
 
 
-def summarize(*, transitions_per_unit: int, units: int, wall: float, hops: list[float], execs: list[float],
-              failed: int = 0, cpu: dict | None = None) -> dict:
+def summarize(
+    *,
+    transitions_per_unit: int,
+    units: int,
+    wall: float,
+    hops: list[float],
+    execs: list[float],
+    failed: int = 0,
+    cpu: dict | None = None,
+) -> dict:
     transitions = transitions_per_unit * units
     out = {
         "executions": units,
@@ -236,7 +260,9 @@ def driver(opts) -> None:
         # driver (and so the 2 cores the worker also needs) ~1 ms of CPU a time.
         keys = list(keys)
         with connection.cursor() as cur:
-            cur.execute(finished_sql.format(",".join(["%s"] * len(keys))), [*map(str, open_statuses), *keys])
+            cur.execute(
+                finished_sql.format(",".join(["%s"] * len(keys))), [*map(str, open_statuses), *keys]
+            )
             return {row[0] for row in cur.fetchall()}
 
     def task_flow_phase(n: int, concurrency: int) -> dict:
@@ -267,10 +293,10 @@ def driver(opts) -> None:
         hops, waits, runs = [], [], []
         for events in per_exec.values():
             times = [when for type_, when in events if type_ in bounds]
-            hops += [(b - a).total_seconds() * 1000 for a, b in zip(times, times[1:])]
+            hops += [(b - a).total_seconds() * 1000 for a, b in zip(times, times[1:], strict=False)]
             # split each hop at TaskStarted: before = publish + broker + claim (the wait for a
             # worker), after = TaskStarted commit + function + the TaskSucceeded transaction
-            for (t1, w1), (t2, w2) in zip(events, events[1:]):
+            for (t1, w1), (t2, w2) in zip(events, events[1:], strict=False):
                 if t1 == "StepEntered" and t2 == "TaskStarted":
                     waits.append((w2 - w1).total_seconds() * 1000)
                 elif t1 == "TaskStarted" and t2 in bounds:
@@ -284,7 +310,12 @@ def driver(opts) -> None:
             elif stopped:
                 execs.append((stopped - started).total_seconds() * 1000)
         out = summarize(
-            transitions_per_unit=TASK_STATES, units=n, wall=wall, hops=hops, execs=execs, failed=failed,
+            transitions_per_unit=TASK_STATES,
+            units=n,
+            wall=wall,
+            hops=hops,
+            execs=execs,
+            failed=failed,
             cpu=CpuMeter.per_transition(before, after, TASK_STATES * n),
         )
         out.update(
@@ -353,7 +384,12 @@ def driver(opts) -> None:
         # execution's duration / 20.
         hops = [d / PASS_STATES for d in durations]
         return summarize(
-            transitions_per_unit=PASS_STATES, units=n, wall=wall, hops=hops, execs=durations, failed=failed,
+            transitions_per_unit=PASS_STATES,
+            units=n,
+            wall=wall,
+            hops=hops,
+            execs=durations,
+            failed=failed,
             cpu=CpuMeter.per_transition(before, after, PASS_STATES * n),
         )
 
@@ -379,10 +415,14 @@ def driver(opts) -> None:
         hops, execs = [], []
         for cid, t0 in sent.items():
             stamps = [t0] + json.loads((outdir / f"{cid}.json").read_text())
-            hops += [(b - a) * 1000 for a, b in zip(stamps, stamps[1:])]
+            hops += [(b - a) * 1000 for a, b in zip(stamps, stamps[1:], strict=False)]
             execs.append((stamps[-1] - stamps[0]) * 1000)
         return summarize(
-            transitions_per_unit=length, units=n, wall=wall, hops=hops, execs=execs,
+            transitions_per_unit=length,
+            units=n,
+            wall=wall,
+            hops=hops,
+            execs=execs,
             cpu=CpuMeter.per_transition(before, after, length * n),
         )
 
@@ -417,23 +457,45 @@ def driver(opts) -> None:
         print(
             f"[driver]   flowsite {f['transitions_per_s']}/s p50 {f['transition_p50_ms']} ms | "
             f"chain {c['transitions_per_s']}/s p50 {c['transition_p50_ms']} ms"
-            + (f" | hop split p50: to TaskStarted {f['to_task_started_p50_ms']} ms, TaskStarted to next "
-               f"{f['task_started_to_next_p50_ms']} ms" if "to_task_started_p50_ms" in f else ""),
-            file=sys.stderr, flush=True,
+            + (
+                f" | hop split p50: to TaskStarted {f['to_task_started_p50_ms']} ms, "
+                f"TaskStarted to next {f['task_started_to_next_p50_ms']} ms"
+                if "to_task_started_p50_ms" in f
+                else ""
+            ),
+            file=sys.stderr,
+            flush=True,
         )
 
     np_, nf = opts.pass_executions, opts.function_executions
     nc_pass = opts.pass_chains or np_
     flows = opts.flows.split(",")
     if "pass20" in flows:
-        record("pass20", "sequential", lambda: pass_flow_phase(np_, 1),
-               lambda: chain_phase(PASS_STATES, nc_pass, 1))
-        record("pass20", f"concurrent-{conc}", lambda: pass_flow_phase(np_, conc),
-               lambda: chain_phase(PASS_STATES, nc_pass, conc))
+        record(
+            "pass20",
+            "sequential",
+            lambda: pass_flow_phase(np_, 1),
+            lambda: chain_phase(PASS_STATES, nc_pass, 1),
+        )
+        record(
+            "pass20",
+            f"concurrent-{conc}",
+            lambda: pass_flow_phase(np_, conc),
+            lambda: chain_phase(PASS_STATES, nc_pass, conc),
+        )
     if "task10" in flows:
-        record("task10", "sequential", lambda: task_flow_phase(nf, 1), lambda: chain_phase(TASK_STATES, nf, 1))
-        record("task10", f"concurrent-{conc}", lambda: task_flow_phase(nf, conc),
-               lambda: chain_phase(TASK_STATES, nf, conc))
+        record(
+            "task10",
+            "sequential",
+            lambda: task_flow_phase(nf, 1),
+            lambda: chain_phase(TASK_STATES, nf, 1),
+        )
+        record(
+            "task10",
+            f"concurrent-{conc}",
+            lambda: task_flow_phase(nf, conc),
+            lambda: chain_phase(TASK_STATES, nf, conc),
+        )
 
     Path(opts.out).write_text(json.dumps(results, indent=2))
 
@@ -458,7 +520,8 @@ def base_env(data_dir: Path) -> dict:
             # Production-like: DEBUG off (DEBUG records every SQL query in memory).
             "DJANGO_DEBUG": "0",
             "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
-            "PYTHONPATH": str(ROOT) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""),
+            "PYTHONPATH": str(ROOT)
+            + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""),
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -466,14 +529,16 @@ def base_env(data_dir: Path) -> dict:
 
 
 def start_process(cmd: list[str], env: dict, log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "ab")
-    try:
+    with open(log_path, "ab") as log:
         return subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    finally:
-        log.close()
 
 
 def stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:
@@ -482,22 +547,16 @@ def stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:
     still alive after ``grace`` seconds."""
     pgid = proc.pid  # start_new_session=True: the leader's pid is the group id
     if proc.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + grace
     while (proc.poll() is None or _group_alive(pgid)) and time.monotonic() < deadline:
         time.sleep(0.1)
     if proc.poll() is None or _group_alive(pgid):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 def _group_alive(pgid: int) -> bool:
@@ -530,12 +589,12 @@ def scan_logs(paths: list[Path]) -> dict:
             continue
         hits = []
         for line in path.read_text(errors="replace").splitlines():
-            if any(w in line for w in ("ERROR", "CRITICAL", "Traceback", "WARNING", "Unrecoverable")):
+            if any(
+                w in line for w in ("ERROR", "CRITICAL", "Traceback", "WARNING", "Unrecoverable")
+            ):
                 hits.append(line.strip()[:300])
         problems[path.name] = hits
-    return {
-        name: {"count": len(hits), "first": hits[:15]} for name, hits in problems.items()
-    }
+    return {name: {"count": len(hits), "first": hits[:15]} for name, hits in problems.items()}
 
 
 def run_backend(backend: str, args) -> dict:
@@ -558,29 +617,74 @@ def run_backend(backend: str, args) -> dict:
         else:
             env["CELERY_BROKER_URL"] = "flowsitefs://"
         print(f"[{backend}] migrate ({tmp})", flush=True)
-        subprocess.run(
-            [PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True,
-            stdout=open(logs / "migrate.log", "wb"), stderr=subprocess.STDOUT, timeout=300,
-        )
+        with open(logs / "migrate.log", "wb") as migrate_log:
+            subprocess.run(
+                [PY, "manage.py", "migrate", "--noinput", "-v", "0"],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                stdout=migrate_log,
+                stderr=subprocess.STDOUT,
+                timeout=300,
+            )
         worker = start_process(
-            [CELERY, "-A", "flowsite", "worker", "-c", "2", "-P", "prefork", "-n", f"bench-{tag}@%h",
-             "-I", "bench.celery_bench", "--loglevel", "INFO"],
-            env, logs / "worker.log",
+            [
+                CELERY,
+                "-A",
+                "flowsite",
+                "worker",
+                "-c",
+                "2",
+                "-P",
+                "prefork",
+                "-n",
+                f"bench-{tag}@%h",
+                "-I",
+                "bench.celery_bench",
+                "--loglevel",
+                "INFO",
+            ],
+            env,
+            logs / "worker.log",
         )
         procs.append(worker)
         procs.append(
             start_process(
-                [CELERY, "-A", "flowsite", "beat", "--loglevel", "INFO", "--pidfile", str(tmp / "beat.pid"),
-                 "-s", str(tmp / "beat-schedule")],
-                env, logs / "beat.log",
+                [
+                    CELERY,
+                    "-A",
+                    "flowsite",
+                    "beat",
+                    "--loglevel",
+                    "INFO",
+                    "--pidfile",
+                    str(tmp / "beat.pid"),
+                    "-s",
+                    str(tmp / "beat-schedule"),
+                ],
+                env,
+                logs / "beat.log",
             )
         )
         out = tmp / "driver.json"
         cmd = [
-            PY, str(Path(__file__).resolve()), "--driver", "--out", str(out), "--chain-dir", str(tmp / "chains"),
-            "--worker-pgid", str(worker.pid),
-            "--pass-executions", str(args.pass_executions), "--function-executions", str(args.function_executions),
-            "--concurrency", str(args.concurrency), "--flows", args.flows,
+            PY,
+            str(Path(__file__).resolve()),
+            "--driver",
+            "--out",
+            str(out),
+            "--chain-dir",
+            str(tmp / "chains"),
+            "--worker-pgid",
+            str(worker.pid),
+            "--pass-executions",
+            str(args.pass_executions),
+            "--function-executions",
+            str(args.function_executions),
+            "--concurrency",
+            str(args.concurrency),
+            "--flows",
+            args.flows,
         ]
         if args.pass_chains:
             cmd += ["--pass-chains", str(args.pass_chains)]
@@ -624,8 +728,14 @@ def run_backend(backend: str, args) -> dict:
             "database": "postgresql" if backend == "postgres-redis" else "sqlite (WAL)",
             "broker": "redis" if backend == "postgres-redis" else "flowsitefs (poll 0.01 s)",
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": f"{os.cpu_count()} CPU, {platform.system()} {platform.release()}, Python {platform.python_version()}",
-            "setup": "1 worker (celery -c 2 -P prefork) + beat; driver in its own process; DJANGO_DEBUG=0",
+            "machine": (
+                f"{os.cpu_count()} CPU, {platform.system()} {platform.release()}, "
+                f"Python {platform.python_version()}"
+            ),
+            "setup": (
+                "1 worker (celery -c 2 -P prefork) + beat; driver in its own process; "
+                "DJANGO_DEBUG=0"
+            ),
             "concurrency": args.concurrency,
             "total_s": round(time.perf_counter() - t_start, 1),
             "loadavg_before": load_before,
@@ -650,8 +760,9 @@ def _ratio(a, b):
 
 def table(data: dict) -> str:
     head = (
-        "| flow | mode | runs | flowsite tr/s | flowsite p50 / p99 ms | chain tr/s | chain p50 / p99 ms "
-        "| throughput ratio | p50 ratio | p99 ratio | exec p50 ms (flowsite / chain) |\n"
+        "| flow | mode | runs | flowsite tr/s | flowsite p50 / p99 ms | chain tr/s "
+        "| chain p50 / p99 ms | throughput ratio | p50 ratio | p99 ratio "
+        "| exec p50 ms (flowsite / chain) |\n"
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     rows = []
@@ -663,8 +774,10 @@ def table(data: dict) -> str:
             runs += f" / {c['executions']}"
         rows.append(
             f"| {names.get(run['flow'], run['flow'])} | {run['mode']} | {runs} "
-            f"| {_fmt(f['transitions_per_s'])} | {_fmt(f['transition_p50_ms'], 2)} / {_fmt(f['transition_p99_ms'], 2)} "
-            f"| {_fmt(c['transitions_per_s'])} | {_fmt(c['transition_p50_ms'], 2)} / {_fmt(c['transition_p99_ms'], 2)} "
+            f"| {_fmt(f['transitions_per_s'])} "
+            f"| {_fmt(f['transition_p50_ms'], 2)} / {_fmt(f['transition_p99_ms'], 2)} "
+            f"| {_fmt(c['transitions_per_s'])} "
+            f"| {_fmt(c['transition_p50_ms'], 2)} / {_fmt(c['transition_p99_ms'], 2)} "
             f"| {_ratio(f['transitions_per_s'], c['transitions_per_s'])} "
             f"| {_ratio(f['transition_p50_ms'], c['transition_p50_ms'])} "
             f"| {_ratio(f['transition_p99_ms'], c['transition_p99_ms'])} "
@@ -674,8 +787,16 @@ def table(data: dict) -> str:
 
 
 def cpu_table(data: dict) -> str:
-    keys = [k for k in ("worker", "driver", "postgres") if f"{k}_cpu_ms_per_transition" in data["runs"][0]["flowsite"]]
-    head = "| flow | mode | " + " | ".join(f"{k} CPU ms/transition (flowsite / chain)" for k in keys) + " |\n"
+    keys = [
+        k
+        for k in ("worker", "driver", "postgres")
+        if f"{k}_cpu_ms_per_transition" in data["runs"][0]["flowsite"]
+    ]
+    head = (
+        "| flow | mode | "
+        + " | ".join(f"{k} CPU ms/transition (flowsite / chain)" for k in keys)
+        + " |\n"
+    )
     head += "|---|---|" + "---:|" * len(keys) + "\n"
     rows = []
     for run in data["runs"]:
@@ -683,7 +804,17 @@ def cpu_table(data: dict) -> str:
         for k in keys:
             key = f"{k}_cpu_ms_per_transition"
             cells.append(f"{_fmt(run['flowsite'].get(key), 2)} / {_fmt(run['chain'].get(key), 2)}")
+        if "pg_sessions_per_transition" in run["flowsite"]:
+            cells.append(
+                f"{_fmt(run['flowsite']['pg_sessions_per_transition'], 2)}"
+                f" / {_fmt(run['chain'].get('pg_sessions_per_transition'), 2)}"
+            )
         rows.append(f"| {run['flow']} | {run['mode']} | " + " | ".join(cells) + " |")
+    if "pg_sessions_per_transition" in data["runs"][0]["flowsite"]:
+        head = head.replace(
+            " |\n|", " | new PostgreSQL sessions/transition (flowsite / chain) |\n|", 1
+        )
+        head = head.rstrip("\n") + "---:|\n"
     return head + "\n".join(rows) + "\n"
 
 
@@ -693,20 +824,20 @@ def section(data: dict) -> str:
         f"{data['date']}; {data['machine']}; {data['setup']}; {data['total_s']} s in all; "
         f"load average before the run {data.get('loadavg_before', '?')}.\n\n"
         + table(data)
-        + "\nCPU per transition (worker = the Celery worker's process group; driver = the process that"
-        " starts executions / sends chains, where Pass flows run; postgres = the server backends of the"
-        " benchmark database):\n\n"
-        + cpu_table(data)
+        + "\nCPU per transition (worker = the Celery worker's process group; driver = the process"
+        " that starts executions / sends chains, where Pass flows run; postgres = the live backends"
+        " of the benchmark database plus every backend of the server that exited during the"
+        " phase):\n\n" + cpu_table(data)
     )
 
 
 def write_results_md(folder: Path) -> None:
     parts = [
         "## Benchmark results\n\n"
-        "Generated by `bench/run.py` (method: bench/README.md). *tr/s* = state transitions per second; "
-        "p50/p99 = latency per transition; *chain* = a raw Celery chain of the same length (20 or 10 "
-        "trivial tasks) on the same worker and broker; ratios are flowsite / chain (throughput: higher "
-        "is better for flowsite; latency: lower is better).\n"
+        "Generated by `bench/run.py` (method: bench/README.md). *tr/s* = state transitions per "
+        "second; p50/p99 = latency per transition; *chain* = a raw Celery chain of the same length "
+        "(20 or 10 trivial tasks) on the same worker and broker; ratios are flowsite / chain "
+        "(throughput: higher is better for flowsite; latency: lower is better).\n"
     ]
     for backend in BACKENDS:
         path = folder / f"results-{backend}.json"
@@ -718,15 +849,30 @@ def write_results_md(folder: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backend", choices=[*BACKENDS, "both"], default="both")
-    ap.add_argument("--executions", type=int, help="executions per flow and mode (default: 200 Pass, 50 function)")
+    ap.add_argument(
+        "--executions",
+        type=int,
+        help="executions per flow and mode (default: 200 Pass, 50 function)",
+    )
     ap.add_argument("--pass-executions", type=int)
     ap.add_argument("--function-executions", type=int)
-    ap.add_argument("--pass-chains", type=int, help="chains of 20 for the Pass baseline (default: as many as executions)")
-    ap.add_argument("--concurrency", type=int, default=10, help="executions in flight in the concurrent runs")
+    ap.add_argument(
+        "--pass-chains",
+        type=int,
+        help="chains of 20 for the Pass baseline (default: as many as executions)",
+    )
+    ap.add_argument(
+        "--concurrency", type=int, default=10, help="executions in flight in the concurrent runs"
+    )
     ap.add_argument("--flows", default="pass20,task10", help="which flows to run (comma-separated)")
-    ap.add_argument("--results", default=str(BENCH),
-                    help="folder for results-<backend>.json and RESULTS.md (default: bench/)")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, SQLite, broker)")
+    ap.add_argument(
+        "--results",
+        default=str(BENCH),
+        help="folder for results-<backend>.json and RESULTS.md (default: bench/)",
+    )
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the temporary folder (logs, SQLite, broker)"
+    )
     # driver (internal)
     ap.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -742,6 +888,10 @@ def main() -> None:
         driver(args)
         return
 
+    def on_term(signum, frame):  # SIGTERM: unwind through the finally blocks (clean-up)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     backends = BACKENDS if args.backend == "both" else (args.backend,)
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from celery.signals import beat_init
 
 from flowsite import broker
 
@@ -15,3 +16,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flowsite.settings")
 app = Celery("flowsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@beat_init.connect
+def _start_sweeper(sender=None, **kwargs):
+    """Beat hosts the sweeper thread (see executions/sweeper.py for why not a pool task)."""
+    from django.conf import settings  # noqa: PLC0415 - after Django is configured
+
+    if settings.FLOWSITE_SWEEPER_IN_BEAT:
+        from executions.sweeper import start_in_background  # noqa: PLC0415
+
+        start_in_background()

@@ -286,13 +286,21 @@ if CELERY_BROKER_URL.split("://", 1)[0] in ("flowsitefs", "filesystem"):
         "store_processed": False,
         "polling_interval": FLOWSITE_BROKER_POLL,
     }
-elif CELERY_BROKER_URL.startswith(("redis://", "rediss://", "redis+socket://")):
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # A message not acked within this many seconds is delivered again (acks_late).
-        "visibility_timeout": env_float("FLOWSITE_REDIS_VISIBILITY_TIMEOUT", 3600.0),
-    }
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    # Publishing gives up fast when the broker is down: the work is already recorded in the
+    # database and the sweeper re-publishes it, so a request must not hang on kombu's default
+    # reconnect loop (several seconds per publish during an outage).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "max_retries": 1,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.5,
+    }
+    if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "redis+socket://")):
+        # A message not acked within this many seconds is delivered again (acks_late).
+        CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = env_float(
+            "FLOWSITE_REDIS_VISIBILITY_TIMEOUT", 3600.0
+        )
 
 # The engine keeps its own state in the database: no result backend.
 CELERY_TASK_IGNORE_RESULT = True
@@ -310,15 +318,11 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 FLOWSITE_SWEEP_INTERVAL = _positive(
     "FLOWSITE_SWEEP_INTERVAL", env_float("FLOWSITE_SWEEP_INTERVAL", 1.0)
 )
-CELERY_BEAT_SCHEDULE = {
-    "flowsite-sweep": {
-        "task": "executions.sweep",
-        "schedule": FLOWSITE_SWEEP_INTERVAL,
-        # A sweep that waited in the queue longer than a few intervals is useless: the next
-        # one will do the same work.
-        "options": {"expires": FLOWSITE_SWEEP_INTERVAL * 5},
-    },
-}
+# The sweeper (timers, lost attempts, re-publishing) runs as a thread of the beat process, not
+# as a scheduled task: a task would wait behind long function attempts in the worker pool.
+# Set FLOWSITE_SWEEPER_IN_BEAT=0 to run `manage.py flowsite_sweeper` yourself instead.
+FLOWSITE_SWEEPER_IN_BEAT = env_bool("FLOWSITE_SWEEPER_IN_BEAT", True)
+CELERY_BEAT_SCHEDULE: dict = {}
 
 # --------------------------------------------------------------------------------------------
 # Engine settings (all from the environment)

@@ -349,10 +349,10 @@ class System:
         for i in range(len(self.workers)):
             self.wait_worker_ready(i)
         wait_until(
-            lambda: "Sending due task flowsite-sweep" in self.beat.text(),
+            lambda: "sweeper running every" in self.beat.text(),
             60,
             0.2,
-            "beat to send its first sweep",
+            "beat to start its sweeper thread",
             self.describe,
         )
         self.startup_seconds = time.monotonic() - t0

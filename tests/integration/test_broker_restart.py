@@ -91,5 +91,6 @@ def test_start_while_broker_down(broker_flow):
         f"done {time.monotonic() - t0:.1f}s after it came back"
     )
     assert ends == ["Succeeded"] * 4, ends
-    assert max(timings) < 10, timings
+    # The publish after commit gives up fast (the sweeper re-sends): a start stays quick.
+    assert max(timings) < 3, timings
     system.assert_invariants()

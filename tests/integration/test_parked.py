@@ -90,12 +90,6 @@ TIMED = "it_timed"
 BUSY_SECONDS = 8
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the sweeper (timers, lease reaping, re-publishing) is a Celery task on the same "
-    "queue as run_work: while every worker slot runs a long task, sweeps wait behind them "
-    "(and expire), so due timers fire only when a slot frees",
-)
 def test_timers_fire_on_time_while_every_worker_slot_is_busy(system):
     system.create_function("it_busy_fn", f"{flows.HANDLERS}.work", timeout_seconds=30)
     system.create_flow(SLOW, flows.task_then_pass(SLOW, "it_busy_fn", sleep=BUSY_SECONDS))
