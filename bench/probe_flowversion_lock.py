@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import threading
@@ -33,12 +34,13 @@ HOLD = 1.0
 
 def main() -> None:
     dbname = f"flowsite_bench_{secrets.token_hex(4)}"
+    data_dir = tempfile.mkdtemp(prefix="flowsite-probe-")
     pg_admin(f'CREATE DATABASE "{dbname}"')
     try:
         for k in [k for k in os.environ if k.startswith(("FLOWSITE_", "DJANGO_", "CELERY_"))]:
             del os.environ[k]
         os.environ.update(
-            FLOWSITE_DATA_DIR=tempfile.mkdtemp(prefix="flowsite-probe-"),
+            FLOWSITE_DATA_DIR=data_dir,
             DATABASE_URL=f"{PG_SERVER}/{dbname}",
             DJANGO_SETTINGS_MODULE="flowsite.settings",
             DJANGO_DEBUG="0",
@@ -105,6 +107,7 @@ def main() -> None:
         connections.close_all()
     finally:
         pg_admin(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

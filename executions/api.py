@@ -63,7 +63,11 @@ def get_flow(name: str) -> Flow:
 
 
 def _executions(flow: Flow):
-    return Execution.objects.filter(flow=flow).select_related("flow", "flow_version").defer("state")
+    return (
+        Execution.objects.filter(flow=flow)
+        .select_related("flow", "flow_version")
+        .defer("state", "flow__definition", "flow_version__definition")
+    )
 
 
 def get_execution(flow: Flow, name: str) -> Execution:

@@ -7,6 +7,8 @@ transaction as the history event that created it (see ``executions/runtime.py``)
 
 from __future__ import annotations
 
+import hashlib
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
@@ -53,6 +55,9 @@ class FlowVersion(models.Model):
     flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="versions")
     version = models.PositiveIntegerField()
     definition = models.TextField()
+    # SHA-256 of ``definition``: workers cache compiled graphs by (id, digest) and so never
+    # reload a (up to 1 MiB) definition per transition, nor trust an id SQLite may reuse.
+    digest = models.CharField(max_length=64)
     dialect = models.CharField(max_length=16)
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
@@ -67,6 +72,10 @@ class FlowVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.flow.name} v{self.version}"
+
+    def save(self, *args, **kwargs):
+        self.digest = hashlib.sha256(self.definition.encode()).hexdigest()
+        super().save(*args, **kwargs)
 
 
 class Execution(models.Model):

@@ -41,6 +41,7 @@ from .engine.graph import FlowGraph
 from .models import (
     Execution,
     ExecutionStatus,
+    FlowVersion,
     HistoryEvent,
     QueueMessage,
     TaskToken,
@@ -66,13 +67,28 @@ def limits() -> machine.Limits:
 
 
 @lru_cache(maxsize=256)
-def _compiled(version_id: int, definition: str) -> FlowGraph:
+def _compiled(version_id: int, digest: str) -> FlowGraph:
+    definition = FlowVersion.objects.values_list("definition", flat=True).get(pk=version_id)
     return compile_definition(definition, max_bytes=settings.FLOWSITE_MAX_DEFINITION_BYTES)
 
 
 def graph_for(execution: Execution) -> FlowGraph:
-    version = execution.flow_version
-    return _compiled(version.pk, version.definition)
+    """The compiled graph of the execution's flow version, cached per process (versions are
+    immutable; the digest guards against a reused id)."""
+    return _compiled(execution.flow_version_id, execution.flow_version.digest)
+
+
+def locked_execution(execution_id: int) -> Execution | None:
+    """Load and lock one execution row (inside a transaction). ``of=("self",)``: on PostgreSQL
+    only the execution row is locked, not the flow version that every execution of the same
+    flow shares; SQLite ignores the clause (BEGIN IMMEDIATE already serialises writers)."""
+    return (
+        Execution.objects.select_for_update(of=("self",))
+        .select_related("flow_version")
+        .defer("flow_version__definition")
+        .filter(pk=execution_id)
+        .first()
+    )
 
 
 def token_hash(token: str) -> str:
@@ -104,12 +120,7 @@ def transition(
     """Apply one event to one execution atomically. Returns None when the claim failed or the
     execution is gone; a decision with ``ignored`` set when the engine refused the event."""
     with transaction.atomic():
-        execution = (
-            Execution.objects.select_for_update()
-            .select_related("flow_version")
-            .filter(pk=execution_id)
-            .first()
-        )
+        execution = locked_execution(execution_id)
         if execution is None:
             return None
         now = now or timezone.now()
@@ -277,27 +288,34 @@ def dispatch(ids) -> None:
 
 
 def run_work_item(work_id: int) -> str:
-    """Run one work item: claim it, run its function, record the result. Idempotent."""
-    item = WorkItem.objects.filter(pk=work_id).only("execution_id", "status", "kind").first()
+    """Run one work item: claim it, run its function, record the result. Idempotent: a second
+    delivery of the same id finds the item claimed and returns ``"duplicate"``."""
+    from functions.models import Function  # noqa: PLC0415 - app registry order
+    from functions.services import invoke  # noqa: PLC0415
+
+    item = WorkItem.objects.filter(pk=work_id).first()
     if item is None or item.status != WorkStatus.PENDING:
         return "duplicate"
     if item.kind == WorkKind.RESUME:
         return _run_resume(item)
-
-    claimed: dict = {}
+    function = Function.objects.filter(name=item.function_name).first()
 
     def claim(execution: Execution, now: datetime) -> bool:
-        fresh = WorkItem.objects.get(pk=work_id)
         # The lease covers the function's own time limit plus a grace; past it the sweeper
         # declares the attempt lost (its worker died) and the engine re-runs or fails it.
-        lease = now + timedelta(seconds=_function_timeout(fresh) + settings.FLOWSITE_LEASE_GRACE)
-        won = WorkItem.objects.filter(pk=work_id, status=WorkStatus.PENDING).update(
-            status=WorkStatus.RUNNING, started_at=now, lease_until=lease, worker=WORKER_ID
+        timeout = function.timeout_seconds if function else 60
+        lease = now + timedelta(seconds=timeout + settings.FLOWSITE_LEASE_GRACE)
+        return bool(
+            WorkItem.objects.filter(pk=work_id, status=WorkStatus.PENDING).update(
+                status=WorkStatus.RUNNING, started_at=now, lease_until=lease, worker=WORKER_ID
+            )
         )
-        claimed["item"] = fresh
-        return bool(won)
 
-    decision = _transition_started(item.execution_id, work_id, claim)
+    # The attempt is recorded as started (and committed) before user code runs, so a handler
+    # that kills its worker every time is still bounded.
+    decision = transition(
+        item.execution_id, ev.TaskStarted(item.entry_id, item.attempt), claim=claim
+    )
     if decision is None:
         return "lost-race"
     if decision.ignored:
@@ -305,28 +323,25 @@ def run_work_item(work_id: int) -> str:
             status=WorkStatus.CANCELLED, finished_at=timezone.now()
         )
         return "stale"
-    fresh: WorkItem = claimed["item"]
-    from functions.services import invoke  # noqa: PLC0415
-
     if fault("crash_in_task"):
         os._exit(137)
     result = invoke(
-        fresh.function_name,
-        fresh.payload,
-        request_id=f"{fresh.execution_id}-{fresh.entry_id}-{fresh.attempt}",
-        extra_context={"attempt": fresh.attempt},
+        function or item.function_name,
+        item.payload,
+        request_id=f"{item.execution_id}-{item.entry_id}-{item.attempt}",
+        extra_context={"attempt": item.attempt},
     )
     if result.ok:
         output = result.output
-        if fresh.invocation == "async" and fresh.mode == "RequestComplete":
+        if item.invocation == "async" and item.mode == "RequestComplete":
             output = {
                 "Body": "",
                 "StatusCode": 202,
                 "Headers": {"x-fc-async-task-id": result.request_id},
             }
-        event = ev.TaskSucceeded(fresh.entry_id, fresh.attempt, output)
+        event = ev.TaskSucceeded(item.entry_id, item.attempt, output)
     else:
-        event = ev.TaskFailed(fresh.entry_id, fresh.attempt, result.error, result.cause)
+        event = ev.TaskFailed(item.entry_id, item.attempt, result.error, result.cause)
 
     def finish(execution: Execution, now: datetime) -> bool:
         return bool(
@@ -335,36 +350,8 @@ def run_work_item(work_id: int) -> str:
             )
         )
 
-    done = transition(fresh.execution_id, event, claim=finish)
+    done = transition(item.execution_id, event, claim=finish)
     return "done" if done is not None else "result-discarded"
-
-
-def _function_timeout(item: WorkItem) -> float:
-    from functions.models import Function  # noqa: PLC0415 - app registry order
-
-    timeout = (
-        Function.objects.filter(name=item.function_name)
-        .values_list("timeout_seconds", flat=True)
-        .first()
-    )
-    return float(timeout or 60)
-
-
-def _transition_started(execution_id: int, work_id: int, claim) -> ev.Decision | None:
-    with transaction.atomic():
-        execution = (
-            Execution.objects.select_for_update()
-            .select_related("flow_version")
-            .filter(pk=execution_id)
-            .first()
-        )
-        if execution is None:
-            return None
-        now = timezone.now()
-        if not claim(execution, now):
-            return None
-        item = WorkItem.objects.get(pk=work_id)
-        return apply(execution, ev.TaskStarted(item.entry_id, item.attempt), now=now)
 
 
 def _run_resume(item: WorkItem) -> str:

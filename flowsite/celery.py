@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import beat_init
+from celery.signals import beat_init, task_prerun
 
 from flowsite import broker
 
@@ -27,3 +27,11 @@ def _start_sweeper(sender=None, **kwargs):
         from executions.sweeper import start_in_background  # noqa: PLC0415
 
         start_in_background()
+
+
+@task_prerun.connect
+def _drop_unusable_connections(**kwargs):
+    """Connections live across tasks (CELERY_DB_REUSE_MAX); drop one the database closed."""
+    from django.db import close_old_connections  # noqa: PLC0415
+
+    close_old_connections()

@@ -186,6 +186,9 @@ else:
                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
                 ),
             },
+            # Keep connections (and their PRAGMAs) between requests and tasks.
+            "CONN_MAX_AGE": 600,
+            "CONN_HEALTH_CHECKS": True,
         }
     }
 
@@ -314,6 +317,10 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_ENABLE_UTC = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Celery's Django fix-up closes the database connection around every task unless this is set:
+# a new PostgreSQL session per step cost more than the step itself. Broken or expired
+# connections are still dropped before each task (flowsite/celery.py, task_prerun).
+CELERY_DB_REUSE_MAX = env_int("FLOWSITE_DB_REUSE_MAX", 1000)
 
 FLOWSITE_SWEEP_INTERVAL = _positive(
     "FLOWSITE_SWEEP_INTERVAL", env_float("FLOWSITE_SWEEP_INTERVAL", 1.0)
