@@ -269,10 +269,14 @@ def _carry_out(execution: Execution, command, *, now: datetime, publish: list[in
 # --- publishing --------------------------------------------------------------------------------
 
 
-def dispatch(ids) -> None:
+def dispatch(ids, *, after_commit: bool = True) -> None:
     """Publish work item ids. Never raises: a failed publish is retried by the sweeper."""
     from .tasks import run_work  # noqa: PLC0415 - tasks imports this module
 
+    if after_commit and fault("lose_publish"):
+        # Test hook: behave as if the process died between commit and publish.
+        log.warning("fault lose_publish: not publishing %s", list(ids))
+        return
     for work_id in ids:
         try:
             run_work.apply_async(args=[work_id], retry=False)
@@ -440,5 +444,5 @@ def redispatch_pending(*, batch: int) -> int:
             ids.append(pk)
     if ids:
         log.info("re-publishing %d unclaimed work items", len(ids))
-        dispatch(ids)
+        dispatch(ids, after_commit=False)
     return len(ids)
