@@ -9,9 +9,10 @@ output such as ``{"decision": "approve", "comment": "looks fine"}``, or ``Report
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from typing import Any
+
+from flowsite_demo_events import parse_event
 
 log = logging.getLogger(__name__)
 
@@ -20,23 +21,13 @@ class MissingTaskToken(ValueError):
     """The flow did not pass the task token: nobody could ever answer this request."""
 
 
-def _event(event: Any) -> dict:
-    if isinstance(event, bytes | bytearray):
-        event = bytes(event).decode("utf-8")
-    if isinstance(event, str):
-        event = json.loads(event) if event.strip() else {}
-    if not isinstance(event, dict):
-        raise ValueError(f"the event must be a JSON object, not {type(event).__name__}")
-    return event
-
-
 def notify_approver(event: Any, context: Any) -> dict:
     """Event: ``{"task_token", "request_id"?, "approver"?, "summary"?}``.
 
     Returns ``{"notified": true, "approver", "request_id", "token_fingerprint"}``. The token is
     a credential (whoever holds it decides the step), so only a fingerprint is logged/returned.
     """
-    evt = _event(event)
+    evt = parse_event(event)
     token = evt.get("task_token")
     if not isinstance(token, str) or not token:
         raise MissingTaskToken("task_token is missing: map the step's task token into the event")

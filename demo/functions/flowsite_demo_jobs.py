@@ -14,11 +14,12 @@ becomes the ``Body`` of the task's output envelope.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
 from typing import Any
+
+from flowsite_demo_events import parse_event
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +30,6 @@ MAX_DURATION_SECONDS = 86_400.0
 
 class InvalidRenderRequest(ValueError):
     """The event is missing something or has a bad value (the task fails with this name)."""
-
-
-def _event(event: Any) -> dict:
-    if isinstance(event, bytes | bytearray):
-        event = bytes(event).decode("utf-8")
-    if isinstance(event, str):
-        event = json.loads(event) if event.strip() else {}
-    if not isinstance(event, dict):
-        raise InvalidRenderRequest(f"the event must be a JSON object, not {type(event).__name__}")
-    return event
 
 
 def _number(evt: dict, key: str, default: float, *, low: float, high: float) -> float:
@@ -60,7 +51,7 @@ def submit_render(event: Any, context: Any) -> dict:
     seconds. An asset whose name ends in ``.broken`` will be reported as failed by the status
     check (to show the flow's failure branch).
     """
-    evt = _event(event)
+    evt = parse_event(event, InvalidRenderRequest)
     asset = str(evt.get("asset") or "untitled.mov")
     duration = _number(evt, "duration", DEFAULT_DURATION_SECONDS, low=0, high=MAX_DURATION_SECONDS)
     max_polls = int(_number(evt, "max_polls", DEFAULT_MAX_POLLS, low=1, high=10_000))
@@ -83,7 +74,7 @@ def render_status(event: Any, context: Any) -> dict:
     Returns ``{"job_id", "status", "progress", "polls", "checked_at"}`` where ``polls`` is the
     incoming count plus one, ``progress`` a percentage, and, when done, ``artifact``.
     """
-    evt = _event(event)
+    evt = parse_event(event, InvalidRenderRequest)
     job_id = evt.get("job_id")
     if not isinstance(job_id, str) or not job_id:
         raise InvalidRenderRequest("job_id is missing")

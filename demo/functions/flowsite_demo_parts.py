@@ -11,6 +11,8 @@ import json
 import logging
 from typing import Any
 
+from flowsite_demo_events import parse_event
+
 log = logging.getLogger(__name__)
 
 ALGORITHMS = {"md5": "md5", "sha1": "sha1", "sha256": "sha256", "sha512": "sha512"}
@@ -20,23 +22,13 @@ class InvalidPart(ValueError):
     """The event does not describe a part."""
 
 
-def _event(event: Any) -> dict:
-    if isinstance(event, bytes | bytearray):
-        event = bytes(event).decode("utf-8")
-    if isinstance(event, str):
-        event = json.loads(event) if event.strip() else {}
-    if not isinstance(event, dict):
-        raise InvalidPart(f"the event must be a JSON object, not {type(event).__name__}")
-    return event
-
-
 def process_part(event: Any, context: Any) -> dict:
     """Event: ``{"id": <any>, "data": <string or JSON value>, "algorithm"?: "sha256"}``.
 
     A string ``data`` is hashed as its UTF-8 bytes; any other JSON value as its compact JSON
     text with sorted keys. Returns ``{"id", "algorithm", "checksum", "bytes"}``.
     """
-    evt = _event(event)
+    evt = parse_event(event, InvalidPart)
     if "data" not in evt:
         raise InvalidPart("data is missing")
     algorithm = str(evt.get("algorithm") or "sha256").lower().replace("-", "")

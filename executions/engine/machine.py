@@ -248,6 +248,17 @@ class _Run:
         except EvaluationError as exc:
             raise StepFailure(ERR_RUNTIME, f"{what}: {exc}") from None
 
+    def state_env(self, entry: dict) -> dict:
+        """Variables for expressions a state evaluates against its (constructed) input:
+        Choice conditions, Wait seconds, Map items, a Task's request."""
+        if self.legacy:
+            return self.legacy_env(entry, input=entry["input"])
+        return {
+            "Input": entry["input"],
+            "Context": self.context(entry),
+            "Global": self.s["globals"],
+        }
+
     def legacy_env(self, entry: dict, *, input=None, local=None) -> dict:
         scope = self.scope(entry["scope"])
         return {
@@ -413,14 +424,7 @@ class _Run:
             raise AssertionError(kind)
 
     def begin_choice(self, entry: dict, st: State) -> None:
-        if self.legacy:
-            env = self.legacy_env(entry, input=entry["input"])
-        else:
-            env = {
-                "Input": entry["input"],
-                "Context": self.context(entry),
-                "Global": self.s["globals"],
-            }
+        env = self.state_env(entry)
         target = st.default
         for branch in st.choices:
             where = f"{branch.path}.{'condition' if self.legacy else 'Condition'}"
@@ -446,15 +450,7 @@ class _Run:
 
     def begin_wait(self, entry: dict, st: State) -> None:
         spec = st.wait
-        env = (
-            self.legacy_env(entry, input=entry["input"])
-            if self.legacy
-            else {
-                "Input": entry["input"],
-                "Context": self.context(entry),
-                "Global": self.s["globals"],
-            }
-        )
+        env = self.state_env(entry)
         if spec.seconds is not None or spec.seconds_expr is not None:
             seconds = spec.seconds
             if spec.seconds_expr is not None:
@@ -542,7 +538,7 @@ class _Run:
         spec = st.task
         if self.legacy:
             if spec.service_params is not None:
-                env = self.legacy_env(entry, input=entry["input"])
+                env = self.state_env(entry)
                 params = self.render(spec.service_params, env, f"{st.path}.serviceParams")
                 if isinstance(params, dict) and "MessageBody" in params:
                     return params["MessageBody"]
@@ -550,8 +546,7 @@ class _Run:
             return entry["input"]
         if spec.body is None:
             return entry["input"]
-        env = {"Input": entry["input"], "Context": self.context(entry), "Global": self.s["globals"]}
-        return self.render(spec.body, env, f"{st.path}.Parameters.body")
+        return self.render(spec.body, self.state_env(entry), f"{st.path}.Parameters.body")
 
     def make_token(self, entry: dict) -> str:
         if self.new_token is not None:
@@ -791,15 +786,7 @@ class _Run:
 
     def begin_map(self, entry: dict, st: State) -> None:
         spec = st.map
-        if self.legacy:
-            env = self.legacy_env(entry, input=entry["input"])
-        else:
-            env = {
-                "Input": entry["input"],
-                "Context": self.context(entry),
-                "Global": self.s["globals"],
-            }
-        items = self.evaluate(spec.items, env, f"{st.path}.ItemsPath")
+        items = self.evaluate(spec.items, self.state_env(entry), f"{st.path}.ItemsPath")
         if not isinstance(items, list):
             raise StepFailure(
                 ERR_RUNTIME,
