@@ -78,8 +78,20 @@ def definition_compile(definition: Any) -> FlowGraph:
         ) from None
 
 
-def _warnings(graph: FlowGraph) -> list[dict]:
-    return [d.as_dict() for d in graph.warnings]
+def _warnings(graph: FlowGraph, name: str) -> list[dict]:
+    warnings = [d.as_dict() for d in graph.warnings]
+    if graph.name and graph.name != name:
+        # Decision 1: CloudFlow requires them to match; flowsite only warns.
+        warnings.insert(
+            0,
+            {
+                "path": "Name",
+                "line": None,
+                "message": f"the definition's Name {graph.name!r} differs from the flow's "
+                f"name {name!r}; the flow's name is used",
+            },
+        )
+    return warnings
 
 
 # --- flows -------------------------------------------------------------------------------------
@@ -108,7 +120,7 @@ def flow_create(*, name: str, definition: str, description: str = "", user=None)
         raise ServiceError(
             f"a flow named {name!r} already exists", code="FlowAlreadyExists", status=409
         ) from None
-    flow.warnings = _warnings(graph)
+    flow.warnings = _warnings(graph, name)
     return flow
 
 
@@ -131,7 +143,7 @@ def flow_update(
                 dialect=graph.dialect,
                 created_by=_user(user),
             )
-            flow.warnings = _warnings(graph)
+            flow.warnings = _warnings(graph, flow.name)
         if description is not None:
             flow.description = description
         flow.save()

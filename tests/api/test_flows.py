@@ -27,13 +27,14 @@ States:
 
 
 def test_create_and_get(api_client):
+    definition = PASS_FLOW.replace("Name: pass", "Name: orders")
     response = api_client.post(
-        URL, {"name": "orders", "definition": PASS_FLOW, "description": "d"}, format="json"
+        URL, {"name": "orders", "definition": definition, "description": "d"}, format="json"
     )
     assert response.status_code == 201, response.json()
     body = response.json()
     assert body["name"] == "orders"
-    assert body["definition"] == PASS_FLOW
+    assert body["definition"] == definition
     assert body["description"] == "d"
     assert body["version"] == 1
     assert body["dialect"] == "cloudflow"
@@ -52,7 +53,15 @@ def test_create_reports_warnings(api_client):
     response = api_client.post(URL, {"name": "f", "definition": definition}, format="json")
     assert response.status_code == 201
     warnings = response.json()["warnings"]
-    assert warnings == [{"path": "States[0]", "line": 6, "message": "Fail state 'F' has no Detail"}]
+    assert warnings == [
+        {
+            "path": "Name",
+            "line": None,
+            "message": "the definition's Name 'fail' differs from the flow's name 'f'; "
+            "the flow's name is used",
+        },
+        {"path": "States[0]", "line": 6, "message": "Fail state 'F' has no Detail"},
+    ]
 
 
 def test_list_is_paginated(api_client):
@@ -148,10 +157,11 @@ def test_request_body_too_large_is_413(api_client):
 
 def test_patch_definition_makes_a_new_version(api_client):
     FlowFactory(name="f", description="keep")
-    response = api_client.patch(f"{URL}f/", {"definition": WAIT_FLOW}, format="json")
+    definition = WAIT_FLOW.replace("Name: wait", "Name: f")
+    response = api_client.patch(f"{URL}f/", {"definition": definition}, format="json")
     assert response.status_code == 200, response.json()
     body = response.json()
-    assert (body["version"], body["definition"], body["description"]) == (2, WAIT_FLOW, "keep")
+    assert (body["version"], body["definition"], body["description"]) == (2, definition, "keep")
     assert body["warnings"] == []
     assert list(
         FlowVersion.objects.filter(flow__name="f")

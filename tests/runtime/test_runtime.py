@@ -1,0 +1,168 @@
+"""The runtime adapter, one worker-loop iteration at a time, in-process: claims, duplicates,
+lost attempts, re-publishing, timers, version pinning.
+
+Real worker processes are in tests/integration."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from executions import runtime, services
+from executions.models import Execution, HistoryEvent, Timer, WorkItem, WorkStatus
+from functions import services as function_services
+
+pytestmark = pytest.mark.django_db
+
+TASK_THEN_WAIT = """\
+Type: StateMachine
+Name: t
+SpecVersion: v1
+StartAt: Call
+States:
+  - Type: Task
+    Name: Call
+    Action: FC:InvokeFunction
+    Parameters:
+      invocationType: Sync
+      resourceArn: acs:fc:r:1:functions/rt_echo/LATEST
+    Next: Pause
+  - Type: Wait
+    Name: Pause
+    Seconds: 60
+    Next: Done
+  - Type: Pass
+    Name: Done
+    End: true
+"""
+
+
+@pytest.fixture
+def published(monkeypatch):
+    sent: list[int] = []
+    monkeypatch.setattr(runtime, "dispatch", lambda ids, **kw: sent.extend(ids))
+    return sent
+
+
+@pytest.fixture
+def flow():
+    function_services.function_create(name="rt_echo", handler="tests.runtime.handlers.echo")
+    return services.flow_create(name="rt", definition=TASK_THEN_WAIT)
+
+
+def types(execution):
+    return list(execution.events.order_by("event_id").values_list("type", flat=True))
+
+
+def test_task_runs_once_even_when_delivered_twice(
+    flow, django_capture_on_commit_callbacks, published
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        execution, created = services.execution_start(flow=flow, input={"a": 1})
+    assert created and len(published) == 1
+    (item,) = WorkItem.objects.filter(execution=execution)
+    assert runtime.run_work_item(item.pk) == "done"
+    assert runtime.run_work_item(item.pk) == "duplicate"
+    execution.refresh_from_db()
+    assert types(execution).count("TaskSucceeded") == 1
+    assert types(execution)[-2:] == ["StepEntered", "StepStarted"]  # parked in the Wait
+    assert Timer.objects.filter(execution=execution, fired_at__isnull=True).count() == 1
+    assert WorkItem.objects.get(pk=item.pk).status == WorkStatus.DONE
+
+
+def test_due_timer_fires_once_and_the_execution_finishes(flow):
+    execution, _ = services.execution_start(flow=flow, input={"a": 1})
+    runtime.run_work_item(WorkItem.objects.get(execution=execution).pk)
+    assert runtime.fire_due_timers(batch=10) == 0  # not due yet
+    Timer.objects.update(due_at=timezone.now() - timedelta(seconds=1))
+    assert runtime.fire_due_timers(batch=10) == 1
+    assert runtime.fire_due_timers(batch=10) == 0  # a timer fires once
+    execution.refresh_from_db()
+    assert execution.status == "Succeeded"
+    assert execution.output["Body"] == {"a": 1}
+    ids = list(execution.events.order_by("event_id").values_list("event_id", flat=True))
+    assert ids == list(range(1, len(ids) + 1))
+
+
+def test_unclaimed_work_is_republished_with_back_off(flow, published):
+    execution, _ = services.execution_start(flow=flow, input={})
+    item = WorkItem.objects.get(execution=execution)
+    assert runtime.redispatch_pending(batch=10) == 0  # not overdue yet
+    WorkItem.objects.update(next_dispatch_at=timezone.now() - timedelta(seconds=1))
+    assert runtime.redispatch_pending(batch=10) == 1
+    assert published == [item.pk]
+    item.refresh_from_db()
+    assert item.dispatch_count == 2
+    assert item.next_dispatch_at > timezone.now() + timedelta(seconds=20)  # backed off
+    assert runtime.redispatch_pending(batch=10) == 0
+
+
+def test_lost_attempt_is_rerun_as_a_new_attempt(flow):
+    execution, _ = services.execution_start(flow=flow, input={})
+    item = WorkItem.objects.get(execution=execution)
+    # A worker claimed it and died: running, lease expired.
+    WorkItem.objects.filter(pk=item.pk).update(
+        status=WorkStatus.RUNNING, lease_until=timezone.now() - timedelta(seconds=1)
+    )
+    runtime.transition(execution.pk, runtime.ev.TaskStarted(item.entry_id, item.attempt))
+    assert runtime.reap_lost_work(batch=10) == 1
+    item.refresh_from_db()
+    assert item.status == WorkStatus.LOST
+    retry = WorkItem.objects.get(execution=execution, attempt=2)
+    assert retry.status == WorkStatus.PENDING
+    # The dead worker's result, if it ever came, would be discarded.
+    assert runtime.run_work_item(item.pk) == "duplicate"
+    assert runtime.run_work_item(retry.pk) == "done"
+    execution.refresh_from_db()
+    failed = execution.events.get(type="TaskFailed")
+    assert failed.detail["error"] == "FnF.WorkerLost"
+
+
+def test_an_execution_keeps_the_version_it_started_with(flow):
+    execution, _ = services.execution_start(flow=flow, input={"a": 1})
+    runtime.run_work_item(WorkItem.objects.get(execution=execution).pk)
+    # v2 renames the state the parked execution goes to next.
+    services.flow_update(flow=flow, definition=TASK_THEN_WAIT.replace("Done", "Finish"))
+    flow.refresh_from_db()
+    assert flow.version == 2
+    Timer.objects.update(due_at=timezone.now() - timedelta(seconds=1))
+    runtime.fire_due_timers(batch=10)
+    execution.refresh_from_db()
+    assert execution.status == "Succeeded"
+    assert execution.flow_version.version == 1
+    assert "Done" in set(execution.events.values_list("step_name", flat=True))
+    second, _ = services.execution_start(flow=flow, input={})
+    assert second.flow_version.version == 2
+
+
+def test_stop_cancels_outstanding_work_and_timers(flow):
+    execution, _ = services.execution_start(flow=flow, input={})
+    item = WorkItem.objects.get(execution=execution)
+    services.execution_stop(execution=execution, error="Manual", cause="test")
+    item.refresh_from_db()
+    assert item.status == WorkStatus.CANCELLED
+    assert runtime.run_work_item(item.pk) == "duplicate"
+    execution.refresh_from_db()
+    assert execution.status == "Stopped" and execution.error_code == "Manual"
+    assert HistoryEvent.objects.filter(execution=execution).last().type == "ExecutionStopped"
+    assert not Execution.objects.get(pk=execution.pk).state["entries"]
+
+
+def test_handler_error_names_the_exception_class(flow):
+    function_services.function_update(
+        function=function_services.function_get("rt_echo"), handler="tests.runtime.handlers.boom"
+    )
+    execution, _ = services.execution_start(flow=flow, input={})
+    runtime.run_work_item(WorkItem.objects.get(execution=execution).pk)
+    execution.refresh_from_db()
+    assert execution.status == "Failed"
+    assert execution.error_code == "RuntimeError"
+    assert "boom" in execution.error_message
+
+
+def test_a_definition_name_that_differs_from_the_flow_name_is_a_warning():
+    flow = services.flow_create(name="other", definition=TASK_THEN_WAIT)
+    assert flow.warnings[0]["path"] == "Name"
+    assert "'t'" in flow.warnings[0]["message"]
