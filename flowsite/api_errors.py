@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.core import exceptions as django_exceptions
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions as drf_exceptions
@@ -140,6 +141,13 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, RequestDataTooBig):
         set_rollback()
         return _response(context, 413, entity_too_large_body())
+
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database is down or restarting: nothing was committed, the client may retry.
+        set_rollback()
+        logger.warning("database unavailable: %s", exc)
+        body = error_body("ServiceUnavailable", "the database is unavailable; try again shortly")
+        return _response(context, 503, body, {"Retry-After": "5"})
 
     # Django exceptions that DRF's default handler also translates.
     if isinstance(exc, Http404):

@@ -405,3 +405,25 @@ def test_history_unknown_execution_is_404(api_client, pass_flow):
     response = api_client.get(url("pass", "nope", "history"))
     assert response.status_code == 404
     assert response.json()["code"] == "ExecutionNotFound"
+
+
+@pytest.mark.django_db
+def test_database_outage_is_503_with_a_code(monkeypatch):
+    from django.db import OperationalError
+    from rest_framework.test import APIClient
+
+    from executions import services
+    from tests.factories import FlowFactory, UserFactory
+
+    flow = FlowFactory(name="db_down")
+    client = APIClient()
+    client.force_authenticate(UserFactory())
+
+    def down(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(services, "execution_start", down)
+    response = client.post(f"/api/v1/flows/{flow.name}/executions/", {}, format="json")
+    assert response.status_code == 503
+    assert response.json()["code"] == "ServiceUnavailable"
+    assert response["Retry-After"] == "5"
