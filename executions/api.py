@@ -18,10 +18,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from flowsite.errors import ServiceError
 from functions.api import ERR_400, ERR_401, check_same_name, error_response, parse
 
-from . import services
+from . import selectors, services
 from .models import Execution, Flow, HistoryEvent
 from .serializers import (
     ExecutionListQuerySerializer,
@@ -48,37 +47,6 @@ WAIT_POLL_SECONDS = 0.2
 _FLOW_404 = error_response("FlowNotFound.")
 _EXECUTION_404 = error_response("FlowNotFound or ExecutionNotFound.")
 _413 = error_response("EntityTooLarge.")
-
-
-# --------------------------------------------------------------------------------------------
-# Reads (selectors)
-# --------------------------------------------------------------------------------------------
-
-
-def get_flow(name: str) -> Flow:
-    flow = Flow.objects.filter(name=name).first()
-    if flow is None:
-        raise ServiceError(f"no flow named {name!r}", code="FlowNotFound", status=404)
-    return flow
-
-
-def _executions(flow: Flow):
-    return (
-        Execution.objects.filter(flow=flow)
-        .select_related("flow", "flow_version")
-        .defer("state", "flow__definition", "flow_version__definition")
-    )
-
-
-def get_execution(flow: Flow, name: str) -> Execution:
-    execution = _executions(flow).filter(name=name).first()
-    if execution is None:
-        raise ServiceError(
-            f"flow {flow.name!r} has no execution named {name!r}",
-            code="ExecutionNotFound",
-            status=404,
-        )
-    return execution
 
 
 def _execution_url(execution: Execution) -> str:
@@ -142,7 +110,7 @@ class FlowDetailView(APIView):
         responses={200: FlowSerializer, 401: ERR_401, 404: _FLOW_404},
     )
     def get(self, request: Request, name: str) -> Response:
-        return Response(FlowSerializer(get_flow(name)).data)
+        return Response(FlowSerializer(selectors.flow_get(name)).data)
 
     @extend_schema(
         operation_id="flows_replace",
@@ -178,7 +146,7 @@ class FlowDetailView(APIView):
         return self._update(request, name, FlowPatchSerializer)
 
     def _update(self, request: Request, name: str, serializer_class) -> Response:
-        flow = get_flow(name)
+        flow = selectors.flow_get(name)
         data = parse(serializer_class, request.data)
         check_same_name(data, name)
         flow = services.flow_update(flow=flow, **data, user=request.user)
@@ -190,7 +158,7 @@ class FlowDetailView(APIView):
         responses={204: None, 401: ERR_401, 404: _FLOW_404},
     )
     def delete(self, request: Request, name: str) -> Response:
-        services.flow_delete(flow=get_flow(name))
+        services.flow_delete(flow=selectors.flow_get(name))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -221,9 +189,9 @@ class ExecutionListView(GenericAPIView):
         },
     )
     def get(self, request: Request, flow: str) -> Response:
-        flow_obj = get_flow(flow)
+        flow_obj = selectors.flow_get(flow)
         query = parse(ExecutionListQuerySerializer, request.query_params)
-        executions = _executions(flow_obj).defer("state", "input", "output")
+        executions = selectors.executions_of(flow_obj).defer("state", "input", "output")
         if query.get("status"):
             executions = executions.filter(status=query["status"])
         prefix = query.get("name_prefix")
@@ -257,7 +225,7 @@ class ExecutionListView(GenericAPIView):
         },
     )
     def post(self, request: Request, flow: str) -> Response:
-        flow_obj = get_flow(flow)
+        flow_obj = selectors.flow_get(flow)
         data = parse(ExecutionStartSerializer, request.data)
         execution, created = services.execution_start(
             flow=flow_obj, name=data.get("name"), input=data.get("input"), user=request.user
@@ -279,16 +247,16 @@ class ExecutionDetailView(APIView):
         responses={200: ExecutionSerializer, 400: ERR_400, 401: ERR_401, 404: _EXECUTION_404},
     )
     def get(self, request: Request, flow: str, name: str) -> Response:
-        flow_obj = get_flow(flow)
+        flow_obj = selectors.flow_get(flow)
         wait = parse(ExecutionWaitQuerySerializer, request.query_params)["wait_seconds"]
-        execution = get_execution(flow_obj, name)
+        execution = selectors.execution_get(flow_obj, name)
         deadline = time.monotonic() + wait
         while execution.is_open:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             time.sleep(min(WAIT_POLL_SECONDS, remaining))
-            execution = get_execution(flow_obj, name)
+            execution = selectors.execution_get(flow_obj, name)
         return Response(ExecutionSerializer(execution).data)
 
 
@@ -306,7 +274,7 @@ class ExecutionStopView(APIView):
         },
     )
     def post(self, request: Request, flow: str, name: str) -> Response:
-        execution = get_execution(get_flow(flow), name)
+        execution = selectors.execution_get(selectors.flow_get(flow), name)
         data = parse(ExecutionStopSerializer, request.data)
         execution = services.execution_stop(execution=execution, **data, user=request.user)
         return Response(ExecutionSerializer(execution).data)
@@ -320,7 +288,7 @@ class ExecutionHistoryView(APIView):
         responses={200: HistoryPageSerializer, 400: ERR_400, 401: ERR_401, 404: _EXECUTION_404},
     )
     def get(self, request: Request, flow: str, name: str) -> Response:
-        execution = get_execution(get_flow(flow), name)
+        execution = selectors.execution_get(selectors.flow_get(flow), name)
         query = parse(HistoryQuerySerializer, request.query_params)
         limit = query["limit"]
         after = int(query.get("next") or 0)
