@@ -211,83 +211,54 @@ def decode_body(value: Any) -> Any:
 def invoke(
     function: Function | str, event: Any, *, request_id: str | None = None, extra_context=None
 ) -> Invocation:
+    """Run a function's handler on ``event`` here and now. Never raises for the handler's own
+    failures (nor for a missing function, a bad handler path, a timeout or a bad result)."""
     request_id = request_id or uuid.uuid4().hex
+    started = time.monotonic()
+
+    def failed(error: str, cause: str) -> Invocation:
+        return Invocation(
+            False, error=error, cause=cause, request_id=request_id, duration_ms=_ms(started)
+        )
+
     if isinstance(function, str):
-        try:
-            function = Function.objects.get(name=function)
-        except Function.DoesNotExist:
-            return Invocation(
-                False,
-                error=ERR_NOT_FOUND,
-                cause=f"function {function!r} does not exist",
-                request_id=request_id,
-            )
+        found = Function.objects.filter(name=function).first()
+        if found is None:
+            return failed(ERR_NOT_FOUND, f"function {function!r} does not exist")
+        function = found
     payload = encode_event(event)
     limit = settings.FLOWSITE_MAX_TASK_PAYLOAD_BYTES
     if len(payload) > limit:
-        return Invocation(
-            False,
-            error=ERR_PAYLOAD,
-            cause=f"the event is {len(payload)} bytes; the limit is {limit}",
-            request_id=request_id,
-        )
+        return failed(ERR_PAYLOAD, f"the event is {len(payload)} bytes; the limit is {limit}")
     try:
         handler = resolve_handler(function.handler)
     except Exception as exc:  # noqa: BLE001 - any import problem is the function's error
-        return Invocation(
-            False,
-            error=ERR_INVALID_HANDLER,
-            cause=f"cannot load {function.handler}: {type(exc).__name__}: {exc}",
-            request_id=request_id,
+        return failed(
+            ERR_INVALID_HANDLER, f"cannot load {function.handler}: {type(exc).__name__}: {exc}"
         )
-    started = time.monotonic()
     context = Context(
         function=function,
         request_id=request_id,
-        deadline=started + function.timeout_seconds,
+        deadline=time.monotonic() + function.timeout_seconds,
         extra=extra_context,
     )
     try:
         with time_limit(function.timeout_seconds):
             result = handler(payload, context)
     except FunctionTimeout:
-        return Invocation(
-            False,
-            error=ERR_TIMEOUT,
-            cause=f"the function ran longer than {function.timeout_seconds} s",
-            request_id=request_id,
-            duration_ms=_ms(started),
-        )
+        return failed(ERR_TIMEOUT, f"the function ran longer than {function.timeout_seconds} s")
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - the handler's failure (even sys.exit) is data
         tb = traceback.format_exc(limit=20)
-        return Invocation(
-            False,
-            error=type(exc).__name__,
-            cause=f"{exc}\n{tb}"[:32768],
-            request_id=request_id,
-            duration_ms=_ms(started),
-        )
+        return failed(type(exc).__name__, f"{exc}\n{tb}"[:32768])
     try:
         body = decode_body(result)
         size = len(json.dumps(body, ensure_ascii=False).encode())
     except (TypeError, ValueError) as exc:
-        return Invocation(
-            False,
-            error=ERR_INVALID_RESPONSE,
-            cause=f"the handler returned a value that is not JSON: {exc}",
-            request_id=request_id,
-            duration_ms=_ms(started),
-        )
+        return failed(ERR_INVALID_RESPONSE, f"the handler returned a value that is not JSON: {exc}")
     if size > limit:
-        return Invocation(
-            False,
-            error=ERR_PAYLOAD,
-            cause=f"the result is {size} bytes; the limit is {limit}",
-            request_id=request_id,
-            duration_ms=_ms(started),
-        )
+        return failed(ERR_PAYLOAD, f"the result is {size} bytes; the limit is {limit}")
     envelope = {"Body": body, "StatusCode": 200, "Headers": {"x-fc-request-id": request_id}}
     return Invocation(True, output=envelope, request_id=request_id, duration_ms=_ms(started))
 
