@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -136,9 +136,25 @@ def apply(execution: Execution, event: ev.Event, *, now: datetime) -> ev.Decisio
     """Run the engine on a locked execution and persist the outcome (inside a transaction)."""
     graph = graph_for(execution)
     rng = random.Random(f"{execution.pk}:{execution.revision}")
-    decision = machine.step(
-        graph, execution.state, event, now=now, rng=rng, new_token=new_token, limits=limits()
-    )
+    try:
+        decision = machine.step(
+            graph, execution.state, event, now=now, rng=rng, new_token=new_token, limits=limits()
+        )
+    except Exception as exc:
+        # A bug in the engine must not turn this execution into a poison message that every
+        # delivery and every sweep trips over again: fail it, closing what it has open. The
+        # engine may have half-updated the state it was given, so start from the stored one.
+        log.exception("execution %s: the engine failed on %s", execution.pk, type(event).__name__)
+        execution.refresh_from_db(fields=["state"])
+        decision = machine.abort(
+            graph,
+            execution.state,
+            now=now,
+            error=machine.ERR_INTERNAL,
+            cause=f"internal error while handling {type(event).__name__}: "
+            f"{type(exc).__name__}: {exc}",
+            limits=limits(),
+        )
     if decision.ignored:
         log.info(
             "execution %s: %s ignored: %s", execution.pk, type(event).__name__, decision.ignored
@@ -383,6 +399,18 @@ def sweep(*, batch: int = 500) -> dict:
     }
 
 
+def _sweep_one(execution_id: int, event: ev.Event, claim) -> bool:
+    """One sweeper transition; a failure is logged and skipped so that one bad row cannot stop
+    every other timer. A database outage ends the round (the next one retries)."""
+    try:
+        return transition(execution_id, event, claim=claim) is not None
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:
+        log.exception("sweeper: %r on execution %s failed; skipped this round", event, execution_id)
+        return False
+
+
 def fire_due_timers(*, batch: int) -> int:
     # Due-ness is judged by the database's clock (one clock for every machine).
     due = list(
@@ -396,7 +424,7 @@ def fire_due_timers(*, batch: int) -> int:
         def claim(execution: Execution, now: datetime, pk=pk) -> bool:
             return bool(Timer.objects.filter(pk=pk, fired_at__isnull=True).update(fired_at=now))
 
-        if transition(execution_id, ev.TimerFired(key), claim=claim) is not None:
+        if _sweep_one(execution_id, ev.TimerFired(key), claim):
             fired += 1
     return fired
 
@@ -417,7 +445,7 @@ def reap_lost_work(*, batch: int) -> int:
                 )
             )
 
-        if transition(execution_id, ev.TaskLost(entry_id, attempt), claim=claim) is not None:
+        if _sweep_one(execution_id, ev.TaskLost(entry_id, attempt), claim):
             count += 1
             log.warning("work item %s (execution %s) lost its worker", pk, execution_id)
     return count

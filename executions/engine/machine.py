@@ -47,6 +47,7 @@ ERR_DATA_LIMIT = "FnF.DataLimitExceeded"
 ERR_HISTORY_LIMIT = "FnF.HistoryLimitExceeded"
 ERR_WORKER_LOST = "FnF.WorkerLost"
 ERR_INVALID_RESPONSE = "FC.InvalidResponse"
+ERR_INTERNAL = "FnF.InternalError"
 
 RUNNING = "Running"
 SUCCEEDED = "Succeeded"
@@ -108,6 +109,27 @@ def step(
 ) -> ev.Decision:
     run = _Run(graph, state, now, rng or random.Random(0), new_token, limits)
     run.handle(event)
+    return ev.Decision(state=state, events=run.events, commands=run.commands, ignored=run.ignored)
+
+
+def abort(
+    graph: FlowGraph,
+    state: dict,
+    *,
+    now: datetime,
+    error: str,
+    cause: str,
+    limits: Limits = Limits(),
+) -> ev.Decision:
+    """End a running execution as Failed, closing everything it has open.
+
+    For the runtime's last resort: ``state`` must be the last *stored* state (``step`` may have
+    left a half-updated one behind when it raised)."""
+    run = _Run(graph, state, now, random.Random(0), None, limits)
+    if not run.running:
+        run.ignore(f"the execution is {state['status']}")
+    else:
+        run.fail_execution(error, cause)
     return ev.Decision(state=state, events=run.events, commands=run.commands, ignored=run.ignored)
 
 

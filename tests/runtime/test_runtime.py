@@ -166,3 +166,26 @@ def test_a_definition_name_that_differs_from_the_flow_name_is_a_warning():
     flow = services.flow_create(name="other", definition=TASK_THEN_WAIT)
     assert flow.warnings[0]["path"] == "Name"
     assert "'t'" in flow.warnings[0]["message"]
+
+
+def test_an_engine_bug_fails_the_execution_instead_of_poisoning_it(flow, monkeypatch):
+    from executions.engine import machine
+
+    execution, _ = services.execution_start(flow=flow, input={})
+    runtime.run_work_item(WorkItem.objects.get(execution=execution).pk)
+    assert Timer.objects.filter(execution=execution, fired_at__isnull=True).count() == 1
+
+    def broken(graph, state, event, **kwargs):
+        state["entries"].clear()  # a half-made change that must not be stored
+        raise KeyError("oops")
+
+    monkeypatch.setattr(machine, "step", broken)
+    Timer.objects.update(due_at=timezone.now() - timedelta(seconds=1))
+    assert runtime.fire_due_timers(batch=10) == 1
+    execution.refresh_from_db()
+    assert execution.status == "Failed"
+    assert execution.error_code == "FnF.InternalError"
+    assert "KeyError" in execution.error_message
+    assert types(execution)[-1] == "ExecutionFailed"
+    ids = list(execution.events.order_by("event_id").values_list("event_id", flat=True))
+    assert ids == list(range(1, len(ids) + 1))
