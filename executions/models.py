@@ -146,6 +146,7 @@ class HistoryEvent(models.Model):
 class WorkKind(models.TextChoices):
     INVOKE = "invoke"  # run a function for a Task attempt
     RESUME = "resume"  # continue inline work cut short by the engine's budget
+    DETACHED = "detached"  # a function submitted with invocationType Async: nothing waits
 
 
 class WorkStatus(models.TextChoices):

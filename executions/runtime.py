@@ -319,6 +319,8 @@ def run_work_item(work_id: int) -> str:
     if item.kind == WorkKind.RESUME:
         return _run_resume(item)
     function = Function.objects.filter(name=item.function_name).first()
+    if item.kind == WorkKind.DETACHED:
+        return _run_detached(item, function)
 
     def claim(execution: Execution, now: datetime) -> bool:
         # The lease covers the function's own time limit plus a grace; past it the sweeper
@@ -345,6 +347,8 @@ def run_work_item(work_id: int) -> str:
         return "stale"
     if fault("crash_in_task"):
         os._exit(137)
+    if item.invocation == "async" and item.mode == "RequestComplete":
+        return _submit_async(item)
     result = invoke(
         function or item.function_name,
         item.payload,
@@ -352,14 +356,7 @@ def run_work_item(work_id: int) -> str:
         extra_context={"attempt": item.attempt},
     )
     if result.ok:
-        output = result.output
-        if item.invocation == "async" and item.mode == "RequestComplete":
-            output = {
-                "Body": "",
-                "StatusCode": 202,
-                "Headers": {"x-fc-async-task-id": result.request_id},
-            }
-        event = ev.TaskSucceeded(item.entry_id, item.attempt, output)
+        event = ev.TaskSucceeded(item.entry_id, item.attempt, result.output)
     else:
         event = ev.TaskFailed(item.entry_id, item.attempt, result.error, result.cause)
 
@@ -372,6 +369,67 @@ def run_work_item(work_id: int) -> str:
 
     done = transition(item.execution_id, event, claim=finish)
     return "done" if done is not None else "result-discarded"
+
+
+def _submit_async(item: WorkItem) -> str:
+    """``invocationType: Async`` under ``RequestComplete``: the step's output is the submit
+    acknowledgement, and the function runs on its own (a ``detached`` work item recorded in
+    the same transaction), not holding the step."""
+    task_id = f"{item.execution_id}-{item.entry_id}-{item.attempt}"
+    ack = {"Body": "", "StatusCode": 202, "Headers": {"x-fc-async-task-id": task_id}}
+
+    def finish(execution: Execution, now: datetime) -> bool:
+        won = WorkItem.objects.filter(pk=item.pk, status=WorkStatus.RUNNING).update(
+            status=WorkStatus.DONE, finished_at=now
+        )
+        if won:
+            detached = WorkItem.objects.create(
+                execution=execution,
+                kind=WorkKind.DETACHED,
+                entry_id=item.entry_id,
+                attempt=item.attempt,
+                state_name=item.state_name,
+                function_name=item.function_name,
+                payload=item.payload,
+                invocation=item.invocation,
+                mode=item.mode,
+                created_at=now,
+                next_dispatch_at=now + timedelta(seconds=settings.FLOWSITE_REDISPATCH_AFTER),
+            )
+            transaction.on_commit(lambda: dispatch([detached.pk]))
+        return bool(won)
+
+    done = transition(
+        item.execution_id, ev.TaskSucceeded(item.entry_id, item.attempt, ack), claim=finish
+    )
+    return "submitted" if done is not None else "result-discarded"
+
+
+def _run_detached(item: WorkItem, function) -> str:
+    """Run an asynchronously submitted function. Nothing waits for it; its outcome is kept on
+    the work item. (Tracked async tasks with their own lifecycle come with a later issue.)"""
+    from functions.services import invoke  # noqa: PLC0415
+
+    now = timezone.now()
+    timeout = function.timeout_seconds if function else 60
+    won = WorkItem.objects.filter(pk=item.pk, status=WorkStatus.PENDING).update(
+        status=WorkStatus.RUNNING,
+        started_at=now,
+        lease_until=now + timedelta(seconds=timeout + settings.FLOWSITE_LEASE_GRACE),
+        worker=WORKER_ID,
+    )
+    if not won:
+        return "duplicate"
+    result = invoke(
+        function or item.function_name,
+        item.payload,
+        request_id=f"{item.execution_id}-{item.entry_id}-{item.attempt}",
+        extra_context={"attempt": item.attempt},
+    )
+    WorkItem.objects.filter(pk=item.pk, status=WorkStatus.RUNNING).update(
+        status=WorkStatus.DONE, finished_at=timezone.now(), error=(result.error or "")[:128]
+    )
+    return "done"
 
 
 def _run_resume(item: WorkItem) -> str:
@@ -430,6 +488,10 @@ def fire_due_timers(*, batch: int) -> int:
 
 
 def reap_lost_work(*, batch: int) -> int:
+    # A detached (async-submitted) run whose worker died: nothing waits for it; record it.
+    WorkItem.objects.filter(
+        kind=WorkKind.DETACHED, status=WorkStatus.RUNNING, lease_until__lte=Now()
+    ).update(status=WorkStatus.LOST, finished_at=timezone.now())
     lost = list(
         WorkItem.objects.filter(
             kind=WorkKind.INVOKE, status=WorkStatus.RUNNING, lease_until__lte=Now()

@@ -9,3 +9,11 @@ def echo(event, context):
 
 def boom(event, context):
     raise RuntimeError("boom")
+
+
+CALLS: list = []
+
+
+def record(event, context):
+    CALLS.append(json.loads(event))
+    return {"recorded": True}

@@ -189,3 +189,45 @@ def test_an_engine_bug_fails_the_execution_instead_of_poisoning_it(flow, monkeyp
     assert types(execution)[-1] == "ExecutionFailed"
     ids = list(execution.events.order_by("event_id").values_list("event_id", flat=True))
     assert ids == list(range(1, len(ids) + 1))
+
+
+ASYNC_SUBMIT = """\
+Type: StateMachine
+Name: a
+SpecVersion: v1
+StartAt: Submit
+States:
+  - Type: Task
+    Name: Submit
+    Action: FC:InvokeFunction
+    TaskMode: RequestComplete
+    Parameters:
+      invocationType: Async
+      resourceArn: acs:fc:r:1:functions/rt_record/LATEST
+      body:
+        n.$: $Input.n
+    OutputConstructor:
+      task_id.$: $Output.Headers["x-fc-async-task-id"]
+      status.$: $Output.StatusCode
+    End: true
+"""
+
+
+def test_async_submit_returns_the_acknowledgement_and_runs_the_function_detached():
+    from tests.runtime import handlers
+
+    handlers.CALLS.clear()
+    function_services.function_create(name="rt_record", handler="tests.runtime.handlers.record")
+    flow = services.flow_create(name="a", definition=ASYNC_SUBMIT)
+    execution, _ = services.execution_start(flow=flow, input={"n": 7})
+    item = WorkItem.objects.get(execution=execution, kind="invoke")
+    assert runtime.run_work_item(item.pk) == "submitted"
+    execution.refresh_from_db()
+    # The step ended with the acknowledgement before the function ran.
+    assert execution.status == "Succeeded"
+    assert execution.output == {"task_id": f"{execution.pk}-{item.entry_id}-1", "status": 202}
+    assert handlers.CALLS == []
+    detached = WorkItem.objects.get(execution=execution, kind="detached")
+    assert runtime.run_work_item(detached.pk) == "done"
+    assert runtime.run_work_item(detached.pk) == "duplicate"
+    assert handlers.CALLS == [{"n": 7}]
