@@ -115,10 +115,12 @@ def transition(
     event: ev.Event,
     *,
     claim: Callable[[Execution, datetime], bool] | None = None,
+    then: Callable[[Execution, ev.Decision, datetime], None] | None = None,
     now: datetime | None = None,
 ) -> ev.Decision | None:
     """Apply one event to one execution atomically. Returns None when the claim failed or the
-    execution is gone; a decision with ``ignored`` set when the engine refused the event."""
+    execution is gone; a decision with ``ignored`` set when the engine refused the event.
+    ``then`` runs in the same transaction after an applied (not ignored) event."""
     with transaction.atomic():
         execution = locked_execution(execution_id)
         if execution is None:
@@ -127,6 +129,8 @@ def transition(
         if claim is not None and not claim(execution, now):
             return None
         decision = apply(execution, event, now=now)
+        if then is not None and not decision.ignored:
+            then(execution, decision, now)
     if fault("crash_after_commit"):
         os._exit(137)
     return decision
@@ -199,8 +203,10 @@ def persist(execution: Execution, decision: ev.Decision, *, now: datetime) -> No
             "stopped_at",
         ]
     )
+    # Published after commit; until then the list may still shrink (_claim_following).
+    execution.new_work = publish
     if publish:
-        transaction.on_commit(lambda ids=tuple(publish): dispatch(ids))
+        transaction.on_commit(lambda ids=publish: dispatch(tuple(ids)) if ids else None)
 
 
 def _carry_out(execution: Execution, command, *, now: datetime, publish: list[int]) -> None:
@@ -307,11 +313,28 @@ def dispatch(ids, *, after_commit: bool = True) -> None:
 # --- workers -----------------------------------------------------------------------------------
 
 
+def _lease(function, now: datetime) -> datetime:
+    # The lease covers the function's own time limit plus a grace; past it the sweeper
+    # declares the attempt lost (its worker died) and the engine re-runs or fails it.
+    timeout = function.timeout_seconds if function else 60
+    return now + timedelta(seconds=timeout + settings.FLOWSITE_LEASE_GRACE)
+
+
+def _claim(item: WorkItem, function, now: datetime) -> bool:
+    return bool(
+        WorkItem.objects.filter(pk=item.pk, status=WorkStatus.PENDING).update(
+            status=WorkStatus.RUNNING,
+            started_at=now,
+            lease_until=_lease(function, now),
+            worker=WORKER_ID,
+        )
+    )
+
+
 def run_work_item(work_id: int) -> str:
     """Run one work item: claim it, run its function, record the result. Idempotent: a second
     delivery of the same id finds the item claimed and returns ``"duplicate"``."""
     from functions.models import Function  # noqa: PLC0415 - app registry order
-    from functions.services import invoke  # noqa: PLC0415
 
     item = WorkItem.objects.filter(pk=work_id).first()
     if item is None or item.status != WorkStatus.PENDING:
@@ -322,21 +345,12 @@ def run_work_item(work_id: int) -> str:
     if item.kind == WorkKind.DETACHED:
         return _run_detached(item, function)
 
-    def claim(execution: Execution, now: datetime) -> bool:
-        # The lease covers the function's own time limit plus a grace; past it the sweeper
-        # declares the attempt lost (its worker died) and the engine re-runs or fails it.
-        timeout = function.timeout_seconds if function else 60
-        lease = now + timedelta(seconds=timeout + settings.FLOWSITE_LEASE_GRACE)
-        return bool(
-            WorkItem.objects.filter(pk=work_id, status=WorkStatus.PENDING).update(
-                status=WorkStatus.RUNNING, started_at=now, lease_until=lease, worker=WORKER_ID
-            )
-        )
-
     # The attempt is recorded as started (and committed) before user code runs, so a handler
     # that kills its worker every time is still bounded.
     decision = transition(
-        item.execution_id, ev.TaskStarted(item.entry_id, item.attempt), claim=claim
+        item.execution_id,
+        ev.TaskStarted(item.entry_id, item.attempt),
+        claim=lambda execution, now: _claim(item, function, now),
     )
     if decision is None:
         return "lost-race"
@@ -345,30 +359,80 @@ def run_work_item(work_id: int) -> str:
             status=WorkStatus.CANCELLED, finished_at=timezone.now()
         )
         return "stale"
-    if fault("crash_in_task"):
-        os._exit(137)
-    if item.invocation == "async" and item.mode == "RequestComplete":
-        return _submit_async(item)
-    result = invoke(
-        function or item.function_name,
-        item.payload,
-        request_id=f"{item.execution_id}-{item.entry_id}-{item.attempt}",
-        extra_context={"attempt": item.attempt},
-    )
-    if result.ok:
-        event = ev.TaskSucceeded(item.entry_id, item.attempt, result.output)
-    else:
-        event = ev.TaskFailed(item.entry_id, item.attempt, result.error, result.cause)
+    return _run_claimed(item, function)
 
-    def finish(execution: Execution, now: datetime) -> bool:
-        return bool(
-            WorkItem.objects.filter(pk=work_id, status=WorkStatus.RUNNING).update(
-                status=WorkStatus.DONE, finished_at=now, error=(result.error or "")[:128]
-            )
+
+def _run_claimed(item: WorkItem, function) -> str:
+    """Run claimed attempts: this one, then (eagerly) up to FLOWSITE_EAGER_STEPS follow-up
+    attempts of the same execution, each claimed and marked started in the transaction that
+    recorded the previous result — no broker round trip and one transaction less per step. A
+    follow-up claimed this way is never published; if this worker dies before running it, its
+    lease runs out and the sweeper reports it lost, as for any other attempt."""
+    from functions.services import invoke  # noqa: PLC0415
+
+    eager_left = settings.FLOWSITE_EAGER_STEPS
+    while True:
+        if fault("crash_in_task"):
+            os._exit(137)
+        if item.invocation == "async" and item.mode == "RequestComplete":
+            return _submit_async(item)
+        result = invoke(
+            function or item.function_name,
+            item.payload,
+            request_id=f"{item.execution_id}-{item.entry_id}-{item.attempt}",
+            extra_context={"attempt": item.attempt},
         )
+        if result.ok:
+            event = ev.TaskSucceeded(item.entry_id, item.attempt, result.output)
+        else:
+            event = ev.TaskFailed(item.entry_id, item.attempt, result.error, result.cause)
+        following: dict = {}
 
-    done = transition(item.execution_id, event, claim=finish)
-    return "done" if done is not None else "result-discarded"
+        def finish(execution: Execution, now: datetime, pk=item.pk, error=result.error) -> bool:
+            return bool(
+                WorkItem.objects.filter(pk=pk, status=WorkStatus.RUNNING).update(
+                    status=WorkStatus.DONE, finished_at=now, error=(error or "")[:128]
+                )
+            )
+
+        def then(
+            execution: Execution, decision: ev.Decision, now: datetime, into=following
+        ) -> None:
+            into.update(_claim_following(execution, now))
+
+        follow = then if eager_left > 0 else None
+        if transition(item.execution_id, event, claim=finish, then=follow) is None:
+            return "result-discarded"
+        if not following:
+            return "done"
+        item, function = following["item"], following["function"]
+        eager_left -= 1
+
+
+def _claim_following(execution: Execution, now: datetime) -> dict:
+    """Inside the transaction that just recorded a result: claim the first function attempt it
+    created, take it off the publish list, and record it as started."""
+    from functions.models import Function  # noqa: PLC0415
+
+    new_work = getattr(execution, "new_work", None)
+    if not new_work:
+        return {}
+    item = (
+        WorkItem.objects.filter(pk__in=new_work, kind=WorkKind.INVOKE, status=WorkStatus.PENDING)
+        .order_by("pk")
+        .first()
+    )
+    if item is None:
+        return {}
+    function = Function.objects.filter(name=item.function_name).first()
+    if not _claim(item, function, now):
+        return {}
+    new_work.remove(item.pk)  # the after-commit publish reads this same list
+    started = apply(execution, ev.TaskStarted(item.entry_id, item.attempt), now=now)
+    if started.ignored:  # pragma: no cover - the attempt was created a moment ago
+        WorkItem.objects.filter(pk=item.pk).update(status=WorkStatus.CANCELLED, finished_at=now)
+        return {}
+    return {"item": item, "function": function}
 
 
 def _submit_async(item: WorkItem) -> str:

@@ -360,6 +360,9 @@ FLOWSITE_MAX_HISTORY_EVENTS = env_int("FLOWSITE_MAX_HISTORY_EVENTS", 25000)
 FLOWSITE_MAX_DEFINITION_BYTES = env_int("FLOWSITE_MAX_DEFINITION_BYTES", 1048576)
 FLOWSITE_MAX_TASK_PAYLOAD_BYTES = env_int("FLOWSITE_MAX_TASK_PAYLOAD_BYTES", 1048576)
 FLOWSITE_MAX_LOST_ATTEMPTS = env_int("FLOWSITE_MAX_LOST_ATTEMPTS", 3)
+# A worker that finishes a Task runs the execution's next function attempt itself, without a
+# broker round trip, up to this many times in a row (0: always go through the broker).
+FLOWSITE_EAGER_STEPS = env_int("FLOWSITE_EAGER_STEPS", 10)
 for _name in (
     "FLOWSITE_INLINE_BUDGET",
     "FLOWSITE_MAP_MAX_CONCURRENCY",
@@ -369,8 +372,10 @@ for _name in (
     "FLOWSITE_MAX_TASK_PAYLOAD_BYTES",
 ):
     _positive(_name, globals()[_name])
-if FLOWSITE_LEASE_GRACE < 0 or FLOWSITE_MAX_LOST_ATTEMPTS < 0:
-    raise ImproperlyConfigured("FLOWSITE_LEASE_GRACE and FLOWSITE_MAX_LOST_ATTEMPTS must be >= 0")
+if FLOWSITE_LEASE_GRACE < 0 or FLOWSITE_MAX_LOST_ATTEMPTS < 0 or FLOWSITE_EAGER_STEPS < 0:
+    raise ImproperlyConfigured(
+        "FLOWSITE_LEASE_GRACE, FLOWSITE_MAX_LOST_ATTEMPTS and FLOWSITE_EAGER_STEPS must be >= 0"
+    )
 
 FLOWSITE_FAULTS = env_str("FLOWSITE_FAULTS").strip()
 if FLOWSITE_FAULTS and not (DEBUG or env_bool("FLOWSITE_ALLOW_FAULTS")):

@@ -14,7 +14,13 @@ from .harness import wait_until
 
 pytestmark = pytest.mark.integration
 
-SYSTEM_OPTIONS = {"workers": 2, "concurrency": 2, "faults": "duplicate_publish"}
+# Every step through the broker (no eager follow-ups), so every step's message is duplicated.
+SYSTEM_OPTIONS = {
+    "workers": 2,
+    "concurrency": 2,
+    "faults": "duplicate_publish",
+    "extra_env": {"FLOWSITE_EAGER_STEPS": "0"},
+}
 FLOW = "it_dup"
 N = 20
 

@@ -12,7 +12,13 @@ from . import flows
 
 pytestmark = pytest.mark.integration
 
-SYSTEM_OPTIONS = {"workers": 1, "concurrency": 2, "faults": "lose_publish"}
+# Every step through the broker (no eager follow-ups), so every step's publish is lost.
+SYSTEM_OPTIONS = {
+    "workers": 1,
+    "concurrency": 2,
+    "faults": "lose_publish",
+    "extra_env": {"FLOWSITE_EAGER_STEPS": "0"},
+}
 FLOW = "it_lost_publish"
 N = 5
 

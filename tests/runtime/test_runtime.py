@@ -231,3 +231,59 @@ def test_async_submit_returns_the_acknowledgement_and_runs_the_function_detached
     assert runtime.run_work_item(detached.pk) == "done"
     assert runtime.run_work_item(detached.pk) == "duplicate"
     assert handlers.CALLS == [{"n": 7}]
+
+
+THREE_TASKS = """\
+Type: StateMachine
+Name: three
+SpecVersion: v1
+StartAt: One
+States:
+  - Type: Task
+    Name: One
+    Action: FC:InvokeFunction
+    Parameters: {invocationType: Sync, resourceArn: "acs:fc:r:1:functions/rt_echo/LATEST"}
+    Next: Two
+  - Type: Task
+    Name: Two
+    Action: FC:InvokeFunction
+    Parameters: {invocationType: Sync, resourceArn: "acs:fc:r:1:functions/rt_echo/LATEST"}
+    OutputConstructor:
+      $: $Output.Body
+    Next: Three
+  - Type: Task
+    Name: Three
+    Action: FC:InvokeFunction
+    Parameters: {invocationType: Sync, resourceArn: "acs:fc:r:1:functions/rt_echo/LATEST"}
+    End: true
+"""
+
+
+@pytest.mark.parametrize("eager_steps, runs_in_one_go", [(10, 3), (1, 2), (0, 1)])
+def test_a_worker_runs_the_following_steps_itself_without_publishing_them(
+    settings, django_capture_on_commit_callbacks, published, eager_steps, runs_in_one_go
+):
+    settings.FLOWSITE_EAGER_STEPS = eager_steps
+    function_services.function_create(name="rt_echo", handler="tests.runtime.handlers.echo")
+    flow = services.flow_create(name="three", definition=THREE_TASKS)
+    with django_capture_on_commit_callbacks(execute=True):
+        execution, _ = services.execution_start(flow=flow, input={"a": 1})
+    assert len(published) == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        assert runtime.run_work_item(published[0]) == "done"
+    done = WorkItem.objects.filter(execution=execution, status=WorkStatus.DONE).count()
+    assert done == runs_in_one_go
+    # Only the step that was not run eagerly was published.
+    assert len(published) == 1 + (runs_in_one_go < 3)
+    execution.refresh_from_db()
+    for _ in range(3):
+        if execution.status != "Running":
+            break
+        with django_capture_on_commit_callbacks(execute=True):
+            assert runtime.run_work_item(published[-1]) == "done"
+        execution.refresh_from_db()
+    assert execution.status == "Succeeded"
+    assert execution.output["Body"]["Body"] == {"a": 1}  # One's envelope, echoed by Three
+    assert types(execution).count("TaskStarted") == 3
+    ids = list(execution.events.order_by("event_id").values_list("event_id", flat=True))
+    assert ids == list(range(1, len(ids) + 1))
