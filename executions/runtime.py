@@ -209,8 +209,18 @@ def persist(execution: Execution, decision: ev.Decision, *, now: datetime) -> No
         transaction.on_commit(lambda ids=publish: dispatch(tuple(ids)) if ids else None)
 
 
+def redispatch_at(now: datetime) -> datetime:
+    """When the sweeper re-publishes a work item that nobody has claimed by then."""
+    return now + timedelta(seconds=settings.FLOWSITE_REDISPATCH_AFTER)
+
+
+def attempt_id(item: WorkItem) -> str:
+    """``<execution>-<entry>-<attempt>``: the handler's request id and async task id."""
+    return f"{item.execution_id}-{item.entry_id}-{item.attempt}"
+
+
 def _carry_out(execution: Execution, command, *, now: datetime, publish: list[int]) -> None:
-    redispatch = now + timedelta(seconds=settings.FLOWSITE_REDISPATCH_AFTER)
+    redispatch = redispatch_at(now)
     if isinstance(command, ev.InvokeFunction):
         item = WorkItem.objects.create(
             execution=execution,
@@ -379,7 +389,7 @@ def _run_claimed(item: WorkItem, function) -> str:
         result = invoke(
             function or item.function_name,
             item.payload,
-            request_id=f"{item.execution_id}-{item.entry_id}-{item.attempt}",
+            request_id=attempt_id(item),
             extra_context={"attempt": item.attempt},
         )
         if result.ok:
@@ -439,8 +449,7 @@ def _submit_async(item: WorkItem) -> str:
     """``invocationType: Async`` under ``RequestComplete``: the step's output is the submit
     acknowledgement, and the function runs on its own (a ``detached`` work item recorded in
     the same transaction), not holding the step."""
-    task_id = f"{item.execution_id}-{item.entry_id}-{item.attempt}"
-    ack = {"Body": "", "StatusCode": 202, "Headers": {"x-fc-async-task-id": task_id}}
+    ack = {"Body": "", "StatusCode": 202, "Headers": {"x-fc-async-task-id": attempt_id(item)}}
 
     def finish(execution: Execution, now: datetime) -> bool:
         won = WorkItem.objects.filter(pk=item.pk, status=WorkStatus.RUNNING).update(
@@ -458,7 +467,7 @@ def _submit_async(item: WorkItem) -> str:
                 invocation=item.invocation,
                 mode=item.mode,
                 created_at=now,
-                next_dispatch_at=now + timedelta(seconds=settings.FLOWSITE_REDISPATCH_AFTER),
+                next_dispatch_at=redispatch_at(now),
             )
             transaction.on_commit(lambda: dispatch([detached.pk]))
         return bool(won)
@@ -487,7 +496,7 @@ def _run_detached(item: WorkItem, function) -> str:
     result = invoke(
         function or item.function_name,
         item.payload,
-        request_id=f"{item.execution_id}-{item.entry_id}-{item.attempt}",
+        request_id=attempt_id(item),
         extra_context={"attempt": item.attempt},
     )
     WorkItem.objects.filter(pk=item.pk, status=WorkStatus.RUNNING).update(
