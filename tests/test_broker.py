@@ -64,11 +64,16 @@ def test_empty_exchange_table_reads_as_no_bindings(options):
         assert sorted(q.queue for q in channel.get_table("fan")) == ["q1", "q2"]
 
 
-def test_stale_broadcast_messages_are_collected(options):
+def test_stale_broadcast_messages_are_collected(options, monkeypatch):
+    # Message names carry CLOCK_MONOTONIC stamps, which start near 0 at boot: on a machine up
+    # for less than PIDBOX_MAX_AGE no real stamp can be that old, so move the clock instead.
+    shift = int((broker.PIDBOX_MAX_AGE + 10) * 1e9)
+    real_now = monotonic_ns()
+    monkeypatch.setattr(broker, "monotonic_ns", lambda: monotonic_ns() + shift)
     with connect(options) as conn:
         channel = conn.default_channel
         folder = options["data_folder_in"]
-        old_ns = monotonic_ns() - int((broker.PIDBOX_MAX_AGE + 10) * 1e9)
+        old_ns = real_now
         stale = f"{old_ns:020d}_x.dead@host.celery.pidbox.msg"
         keep = f"{old_ns:020d}_y.work.msg"
         for name in (stale, keep):
