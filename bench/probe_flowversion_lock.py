@@ -98,7 +98,7 @@ def main() -> None:
             label = (
                 'select_for_update(of=("self",))'
                 if of_self
-                else "select_for_update() (as in runtime.py)"
+                else "select_for_update() (as in runtime/transition.py)"
             )
             print(
                 f"{label}: locking execution B waited {waited:.3f} s while another transaction "

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Where does a Task hop's time go? Runs the 10-step function flow of bench/run.py in ONE
 process, with no broker: the work items the runtime would publish are collected and run
-directly with ``runtime.run_work_item`` (what the Celery task does), so each hop's queries and
+directly with ``runtime.worker.run_work_item`` (what the Celery task does), so each hop's
+queries and
 CPU can be counted and profiled.
 
     .venv/bin/python bench/profile_runtime.py [--executions 30] [--database-url URL] [--top 25]
@@ -74,8 +75,8 @@ def main() -> None:
         from django.test.utils import CaptureQueriesContext
 
         from bench.run import FUNCTION_NAME, pct, task_flow_yaml
-        from executions import runtime
         from executions.models import Execution, ExecutionStatus
+        from executions.runtime import publish, worker
         from executions.services import execution_start, flow_create
         from functions.services import function_create
 
@@ -84,7 +85,8 @@ def main() -> None:
         flow = flow_create(name="bench-task10", definition=task_flow_yaml("bench-task10"))
 
         queue: list[int] = []
-        runtime.dispatch = lambda ids: queue.extend(ids)  # no broker: collect what would be sent
+        # No broker: collect what would be sent.
+        publish.dispatch = lambda ids, **kw: queue.extend(ids)
 
         hop_ms: list[float] = []
         hop_queries: list[int] = []
@@ -101,7 +103,7 @@ def main() -> None:
                     t = time.perf_counter()
                     if not args.no_profile:
                         prof.enable()
-                    runtime.run_work_item(work_id)
+                    worker.run_work_item(work_id)
                     if not args.no_profile:
                         prof.disable()
                     hop_ms.append((time.perf_counter() - t) * 1000)

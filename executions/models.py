@@ -2,7 +2,7 @@
 
 The runtime tables (``WorkItem``, ``Timer``, ``TaskToken``) are what makes executions survive
 worker, broker and web restarts: every piece of outstanding work is a row written in the same
-transaction as the history event that created it (see ``executions/runtime.py``).
+transaction as the history event that created it (see ``executions/runtime/``).
 """
 
 from __future__ import annotations

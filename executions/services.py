@@ -17,12 +17,13 @@ from django.utils import timezone
 
 from flowsite.errors import ServiceError
 
-from . import runtime
 from .engine import events as ev
 from .engine import machine
 from .engine.compiler import compile_definition
 from .engine.graph import DefinitionError, FlowGraph
 from .models import NAME_RE, Execution, ExecutionStatus, Flow, FlowVersion, TaskToken
+from .runtime import transition as runtime
+from .runtime.faults import fault
 
 _name = re.compile(NAME_RE)
 
@@ -205,7 +206,7 @@ def execution_start(
         if existing is None:
             raise
         return _existing(existing), False
-    if runtime.fault("sleep_in_start_after_commit"):
+    if fault("sleep_in_start_after_commit"):
         import time  # noqa: PLC0415
 
         time.sleep(2)

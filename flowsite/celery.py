@@ -20,11 +20,11 @@ app.autodiscover_tasks()
 
 @beat_init.connect
 def _start_sweeper(sender=None, **kwargs):
-    """Beat hosts the sweeper thread (see executions/sweeper.py for why not a pool task)."""
+    """Beat hosts the sweeper thread (see executions/runtime/sweeper.py for why not a pool task)."""
     from django.conf import settings  # noqa: PLC0415 - after Django is configured
 
     if settings.FLOWSITE_SWEEPER_IN_BEAT:
-        from executions.sweeper import start_in_background  # noqa: PLC0415
+        from executions.runtime.sweeper import start_in_background  # noqa: PLC0415
 
         start_in_background()
 

@@ -1,7 +1,7 @@
 """Function registry writes and the invocation of handlers.
 
 ``invoke()`` is the one place a handler runs, for flows (on a worker, see
-``executions/runtime.py``) and for direct calls from the API. It never raises for the
+``executions/runtime/worker.py``) and for direct calls from the API. It never raises for the
 handler's own failures: every outcome comes back as an :class:`Invocation` whose error names
 follow the flowsite decisions (the exception's class name for handler errors; ``FC.*`` for
 platform errors).

@@ -1,5 +1,5 @@
 """The demo content: ``manage.py flowsite_demo``, the demo handlers, and the demo flows run
-end to end in-process (work items run with ``runtime.run_work_item``, timers fired early)."""
+end to end in-process (work items run with ``worker.run_work_item``, timers fired early)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from executions import runtime, services
+from executions import services
 from executions.models import (
     Execution,
     ExecutionStatus,
@@ -27,6 +27,7 @@ from executions.models import (
     WorkItem,
     WorkStatus,
 )
+from executions.runtime import sweeper, worker
 from functions.models import Function
 from functions.services import invoke
 
@@ -260,7 +261,7 @@ def drive(execution: Execution, *, report=None, rounds: int = 100) -> Execution:
         )
         if pending:
             for pk in pending:
-                runtime.run_work_item(pk)
+                worker.run_work_item(pk)
             continue
         if report is not None and report(execution):
             continue
@@ -272,7 +273,7 @@ def drive(execution: Execution, *, report=None, rounds: int = 100) -> Execution:
         if timer is None:
             break
         Timer.objects.filter(pk=timer.pk).update(due_at=timezone.now() - timedelta(seconds=1))
-        runtime.fire_due_timers(batch=10)
+        sweeper.fire_due_timers(batch=10)
     execution.refresh_from_db()
     return execution
 

@@ -8,8 +8,8 @@ import itertools
 import pytest
 from django.test import override_settings
 
-from executions import runtime
 from executions.models import Execution, HistoryEvent, TaskToken
+from executions.runtime import transition as runtime
 from tests.factories import FlowFactory, FunctionFactory
 
 pytestmark = pytest.mark.django_db

@@ -1,6 +1,6 @@
 """An in-memory runtime for the pure engine: a fake clock, fake functions, no database.
 
-It carries out the engine's commands the way ``executions/runtime.py`` does, but in memory and
+It carries out the engine's commands the way ``executions/runtime/`` does, but in memory and
 deterministically, so tests can assert whole histories (and golden files can pin them).
 """
 

@@ -10,8 +10,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from executions import runtime, services
+from executions import services
+from executions.engine import events as ev
 from executions.models import Execution, HistoryEvent, Timer, WorkItem, WorkStatus
+from executions.runtime import publish, sweeper, transition, worker
 from functions import services as function_services
 
 pytestmark = pytest.mark.django_db
@@ -42,7 +44,7 @@ States:
 @pytest.fixture
 def published(monkeypatch):
     sent: list[int] = []
-    monkeypatch.setattr(runtime, "dispatch", lambda ids, **kw: sent.extend(ids))
+    monkeypatch.setattr(publish, "dispatch", lambda ids, **kw: sent.extend(ids))
     return sent
 
 
@@ -63,8 +65,8 @@ def test_task_runs_once_even_when_delivered_twice(
         execution, created = services.execution_start(flow=flow, input={"a": 1})
     assert created and len(published) == 1
     (item,) = WorkItem.objects.filter(execution=execution)
-    assert runtime.run_work_item(item.pk) == "done"
-    assert runtime.run_work_item(item.pk) == "duplicate"
+    assert worker.run_work_item(item.pk) == "done"
+    assert worker.run_work_item(item.pk) == "duplicate"
     execution.refresh_from_db()
     assert types(execution).count("TaskSucceeded") == 1
     assert types(execution)[-2:] == ["StepEntered", "StepStarted"]  # parked in the Wait
@@ -74,11 +76,11 @@ def test_task_runs_once_even_when_delivered_twice(
 
 def test_due_timer_fires_once_and_the_execution_finishes(flow):
     execution, _ = services.execution_start(flow=flow, input={"a": 1})
-    runtime.run_work_item(WorkItem.objects.get(execution=execution).pk)
-    assert runtime.fire_due_timers(batch=10) == 0  # not due yet
+    worker.run_work_item(WorkItem.objects.get(execution=execution).pk)
+    assert sweeper.fire_due_timers(batch=10) == 0  # not due yet
     Timer.objects.update(due_at=timezone.now() - timedelta(seconds=1))
-    assert runtime.fire_due_timers(batch=10) == 1
-    assert runtime.fire_due_timers(batch=10) == 0  # a timer fires once
+    assert sweeper.fire_due_timers(batch=10) == 1
+    assert sweeper.fire_due_timers(batch=10) == 0  # a timer fires once
     execution.refresh_from_db()
     assert execution.status == "Succeeded"
     assert execution.output["Body"] == {"a": 1}
@@ -89,14 +91,14 @@ def test_due_timer_fires_once_and_the_execution_finishes(flow):
 def test_unclaimed_work_is_republished_with_back_off(flow, published):
     execution, _ = services.execution_start(flow=flow, input={})
     item = WorkItem.objects.get(execution=execution)
-    assert runtime.redispatch_pending(batch=10) == 0  # not overdue yet
+    assert sweeper.redispatch_pending(batch=10) == 0  # not overdue yet
     WorkItem.objects.update(next_dispatch_at=timezone.now() - timedelta(seconds=1))
-    assert runtime.redispatch_pending(batch=10) == 1
+    assert sweeper.redispatch_pending(batch=10) == 1
     assert published == [item.pk]
     item.refresh_from_db()
     assert item.dispatch_count == 2
     assert item.next_dispatch_at > timezone.now() + timedelta(seconds=20)  # backed off
-    assert runtime.redispatch_pending(batch=10) == 0
+    assert sweeper.redispatch_pending(batch=10) == 0
 
 
 def test_lost_attempt_is_rerun_as_a_new_attempt(flow):
@@ -106,15 +108,15 @@ def test_lost_attempt_is_rerun_as_a_new_attempt(flow):
     WorkItem.objects.filter(pk=item.pk).update(
         status=WorkStatus.RUNNING, lease_until=timezone.now() - timedelta(seconds=1)
     )
-    runtime.transition(execution.pk, runtime.ev.TaskStarted(item.entry_id, item.attempt))
-    assert runtime.reap_lost_work(batch=10) == 1
+    transition.transition(execution.pk, ev.TaskStarted(item.entry_id, item.attempt))
+    assert sweeper.reap_lost_work(batch=10) == 1
     item.refresh_from_db()
     assert item.status == WorkStatus.LOST
     retry = WorkItem.objects.get(execution=execution, attempt=2)
     assert retry.status == WorkStatus.PENDING
     # The dead worker's result, if it ever came, would be discarded.
-    assert runtime.run_work_item(item.pk) == "duplicate"
-    assert runtime.run_work_item(retry.pk) == "done"
+    assert worker.run_work_item(item.pk) == "duplicate"
+    assert worker.run_work_item(retry.pk) == "done"
     execution.refresh_from_db()
     failed = execution.events.get(type="TaskFailed")
     assert failed.detail["error"] == "FnF.WorkerLost"
@@ -122,13 +124,13 @@ def test_lost_attempt_is_rerun_as_a_new_attempt(flow):
 
 def test_an_execution_keeps_the_version_it_started_with(flow):
     execution, _ = services.execution_start(flow=flow, input={"a": 1})
-    runtime.run_work_item(WorkItem.objects.get(execution=execution).pk)
+    worker.run_work_item(WorkItem.objects.get(execution=execution).pk)
     # v2 renames the state the parked execution goes to next.
     services.flow_update(flow=flow, definition=TASK_THEN_WAIT.replace("Done", "Finish"))
     flow.refresh_from_db()
     assert flow.version == 2
     Timer.objects.update(due_at=timezone.now() - timedelta(seconds=1))
-    runtime.fire_due_timers(batch=10)
+    sweeper.fire_due_timers(batch=10)
     execution.refresh_from_db()
     assert execution.status == "Succeeded"
     assert execution.flow_version.version == 1
@@ -143,7 +145,7 @@ def test_stop_cancels_outstanding_work_and_timers(flow):
     services.execution_stop(execution=execution, error="Manual", cause="test")
     item.refresh_from_db()
     assert item.status == WorkStatus.CANCELLED
-    assert runtime.run_work_item(item.pk) == "duplicate"
+    assert worker.run_work_item(item.pk) == "duplicate"
     execution.refresh_from_db()
     assert execution.status == "Stopped" and execution.error_code == "Manual"
     assert HistoryEvent.objects.filter(execution=execution).last().type == "ExecutionStopped"
@@ -155,7 +157,7 @@ def test_handler_error_names_the_exception_class(flow):
         function=function_services.function_get("rt_echo"), handler="tests.runtime.handlers.boom"
     )
     execution, _ = services.execution_start(flow=flow, input={})
-    runtime.run_work_item(WorkItem.objects.get(execution=execution).pk)
+    worker.run_work_item(WorkItem.objects.get(execution=execution).pk)
     execution.refresh_from_db()
     assert execution.status == "Failed"
     assert execution.error_code == "RuntimeError"
@@ -172,7 +174,7 @@ def test_an_engine_bug_fails_the_execution_instead_of_poisoning_it(flow, monkeyp
     from executions.engine import machine
 
     execution, _ = services.execution_start(flow=flow, input={})
-    runtime.run_work_item(WorkItem.objects.get(execution=execution).pk)
+    worker.run_work_item(WorkItem.objects.get(execution=execution).pk)
     assert Timer.objects.filter(execution=execution, fired_at__isnull=True).count() == 1
 
     def broken(graph, state, event, **kwargs):
@@ -181,7 +183,7 @@ def test_an_engine_bug_fails_the_execution_instead_of_poisoning_it(flow, monkeyp
 
     monkeypatch.setattr(machine, "step", broken)
     Timer.objects.update(due_at=timezone.now() - timedelta(seconds=1))
-    assert runtime.fire_due_timers(batch=10) == 1
+    assert sweeper.fire_due_timers(batch=10) == 1
     execution.refresh_from_db()
     assert execution.status == "Failed"
     assert execution.error_code == "FnF.InternalError"
@@ -221,15 +223,15 @@ def test_async_submit_returns_the_acknowledgement_and_runs_the_function_detached
     flow = services.flow_create(name="a", definition=ASYNC_SUBMIT)
     execution, _ = services.execution_start(flow=flow, input={"n": 7})
     item = WorkItem.objects.get(execution=execution, kind="invoke")
-    assert runtime.run_work_item(item.pk) == "submitted"
+    assert worker.run_work_item(item.pk) == "submitted"
     execution.refresh_from_db()
     # The step ended with the acknowledgement before the function ran.
     assert execution.status == "Succeeded"
     assert execution.output == {"task_id": f"{execution.pk}-{item.entry_id}-1", "status": 202}
     assert handlers.CALLS == []
     detached = WorkItem.objects.get(execution=execution, kind="detached")
-    assert runtime.run_work_item(detached.pk) == "done"
-    assert runtime.run_work_item(detached.pk) == "duplicate"
+    assert worker.run_work_item(detached.pk) == "done"
+    assert worker.run_work_item(detached.pk) == "duplicate"
     assert handlers.CALLS == [{"n": 7}]
 
 
@@ -270,7 +272,7 @@ def test_a_worker_runs_the_following_steps_itself_without_publishing_them(
         execution, _ = services.execution_start(flow=flow, input={"a": 1})
     assert len(published) == 1
     with django_capture_on_commit_callbacks(execute=True):
-        assert runtime.run_work_item(published[0]) == "done"
+        assert worker.run_work_item(published[0]) == "done"
     done = WorkItem.objects.filter(execution=execution, status=WorkStatus.DONE).count()
     assert done == runs_in_one_go
     # Only the step that was not run eagerly was published.
@@ -280,7 +282,7 @@ def test_a_worker_runs_the_following_steps_itself_without_publishing_them(
         if execution.status != "Running":
             break
         with django_capture_on_commit_callbacks(execute=True):
-            assert runtime.run_work_item(published[-1]) == "done"
+            assert worker.run_work_item(published[-1]) == "done"
         execution.refresh_from_db()
     assert execution.status == "Succeeded"
     assert execution.output["Body"]["Body"] == {"a": 1}  # One's envelope, echoed by Three

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from executions.sweeper import Sweeper
+from executions.runtime.sweeper import Sweeper
 
 
 class Command(BaseCommand):

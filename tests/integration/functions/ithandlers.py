@@ -8,7 +8,8 @@ Every handler that matters for counting real side effects writes to the *ledger*
 A line: ``{"execution", "entry", "attempt", "request_id", "pid", "pgid", "worker", "phase", "t"}``
 where ``phase`` is ``start`` or ``end``. ``execution`` comes from the event (the flows pass
 ``$Context.Execution.Name``); ``entry`` and ``attempt`` come from the invocation's request id
-(``<execution id>-<entry>-<attempt>``, see executions/runtime.py) and ``context.attempt``;
+(``<execution id>-<entry>-<attempt>``, see executions/runtime/transition.py) and
+``context.attempt``;
 ``worker`` is the ``FLOWSITE_IT_WORKER`` tag the harness gives each worker process.
 """
 

@@ -1,0 +1,276 @@
+"""One transition: the thin adapter between the pure engine and the database.
+
+Every transition follows one pattern (:func:`transition`):
+
+1. open a transaction and lock the execution row (``SELECT … FOR UPDATE``; on SQLite the
+   IMMEDIATE transaction already serialises writers);
+2. optionally *claim* something with a compare-and-set update (a work item, a timer): if the
+   claim fails, a duplicate or stale message lost the race and nothing happens;
+3. feed one event to ``machine.step``;
+4. append its history events, carry out its commands as rows (work items, timers, tokens,
+   queue messages) and store the new engine state;
+5. commit; only then publish the ids of new work items (``publish.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+from functools import lru_cache
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from ..engine import events as ev
+from ..engine import machine
+from ..engine.compiler import compile_definition
+from ..engine.graph import FlowGraph
+from ..models import (
+    Execution,
+    ExecutionStatus,
+    FlowVersion,
+    HistoryEvent,
+    QueueMessage,
+    TaskToken,
+    Timer,
+    WorkItem,
+    WorkKind,
+    WorkStatus,
+)
+from . import publish
+from .faults import fault
+
+log = logging.getLogger(__name__)
+
+
+def limits() -> machine.Limits:
+    return machine.Limits(
+        max_payload_bytes=settings.FLOWSITE_MAX_PAYLOAD_BYTES,
+        max_history_events=settings.FLOWSITE_MAX_HISTORY_EVENTS,
+        inline_budget=settings.FLOWSITE_INLINE_BUDGET,
+        map_max_concurrency=settings.FLOWSITE_MAP_MAX_CONCURRENCY,
+        max_lost_attempts=settings.FLOWSITE_MAX_LOST_ATTEMPTS,
+    )
+
+
+@lru_cache(maxsize=256)
+def _compiled(version_id: int, digest: str) -> FlowGraph:
+    definition = FlowVersion.objects.values_list("definition", flat=True).get(pk=version_id)
+    return compile_definition(definition, max_bytes=settings.FLOWSITE_MAX_DEFINITION_BYTES)
+
+
+def graph_for(execution: Execution) -> FlowGraph:
+    """The compiled graph of the execution's flow version, cached per process (versions are
+    immutable; the digest guards against a reused id)."""
+    return _compiled(execution.flow_version_id, execution.flow_version.digest)
+
+
+def locked_execution(execution_id: int) -> Execution | None:
+    """Load and lock one execution row (inside a transaction). ``of=("self",)``: on PostgreSQL
+    only the execution row is locked, not the flow version that every execution of the same
+    flow shares; SQLite ignores the clause (BEGIN IMMEDIATE already serialises writers)."""
+    return (
+        Execution.objects.select_for_update(of=("self",))
+        .select_related("flow_version")
+        .defer("flow_version__definition")
+        .filter(pk=execution_id)
+        .first()
+    )
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+# --- the transition ----------------------------------------------------------------------------
+
+
+def transition(
+    execution_id: int,
+    event: ev.Event,
+    *,
+    claim: Callable[[Execution, datetime], bool] | None = None,
+    then: Callable[[Execution, ev.Decision, datetime], None] | None = None,
+    now: datetime | None = None,
+) -> ev.Decision | None:
+    """Apply one event to one execution atomically. Returns None when the claim failed or the
+    execution is gone; a decision with ``ignored`` set when the engine refused the event.
+    ``then`` runs in the same transaction after an applied (not ignored) event."""
+    with transaction.atomic():
+        execution = locked_execution(execution_id)
+        if execution is None:
+            return None
+        now = now or timezone.now()
+        if claim is not None and not claim(execution, now):
+            return None
+        decision = apply(execution, event, now=now)
+        if then is not None and not decision.ignored:
+            then(execution, decision, now)
+    if fault("crash_after_commit"):
+        os._exit(137)
+    return decision
+
+
+def apply(execution: Execution, event: ev.Event, *, now: datetime) -> ev.Decision:
+    """Run the engine on a locked execution and persist the outcome (inside a transaction)."""
+    graph = graph_for(execution)
+    rng = random.Random(f"{execution.pk}:{execution.revision}")
+    try:
+        decision = machine.step(
+            graph, execution.state, event, now=now, rng=rng, new_token=new_token, limits=limits()
+        )
+    except Exception as exc:
+        # A bug in the engine must not turn this execution into a poison message that every
+        # delivery and every sweep trips over again: fail it, closing what it has open. The
+        # engine may have half-updated the state it was given, so start from the stored one.
+        log.exception("execution %s: the engine failed on %s", execution.pk, type(event).__name__)
+        execution.refresh_from_db(fields=["state"])
+        decision = machine.abort(
+            graph,
+            execution.state,
+            now=now,
+            error=machine.ERR_INTERNAL,
+            cause=f"internal error while handling {type(event).__name__}: "
+            f"{type(exc).__name__}: {exc}",
+            limits=limits(),
+        )
+    if decision.ignored:
+        log.info(
+            "execution %s: %s ignored: %s", execution.pk, type(event).__name__, decision.ignored
+        )
+        return decision
+    persist(execution, decision, now=now)
+    return decision
+
+
+def persist(execution: Execution, decision: ev.Decision, *, now: datetime) -> None:
+    HistoryEvent.objects.bulk_create(
+        [
+            HistoryEvent(
+                execution_id=execution.pk,
+                event_id=e["event_id"],
+                schedule_event_id=e["schedule_event_id"],
+                type=e["type"],
+                step_name=e["step_name"],
+                time=e["time"],
+                detail=e["detail"],
+            )
+            for e in decision.events
+        ]
+    )
+    new_work: list[int] = []
+    for command in decision.commands:
+        _carry_out(execution, command, now=now, new_work=new_work)
+    execution.state = decision.state
+    execution.revision += 1
+    execution.event_count = decision.state["next_event_id"] - 1
+    if execution.status == ExecutionStatus.STARTING:
+        execution.status = ExecutionStatus.RUNNING
+    execution.save(
+        update_fields=[
+            "state",
+            "revision",
+            "event_count",
+            "status",
+            "output",
+            "error_code",
+            "error_message",
+            "stopped_at",
+        ]
+    )
+    # Published after commit; until then the list may still shrink (_claim_following).
+    execution.new_work = new_work
+    if new_work:
+        transaction.on_commit(lambda ids=new_work: publish.dispatch(tuple(ids)) if ids else None)
+
+def attempt_id(item: WorkItem) -> str:
+    """``<execution>-<entry>-<attempt>``: the handler's request id and async task id."""
+    return f"{item.execution_id}-{item.entry_id}-{item.attempt}"
+
+
+def _carry_out(execution: Execution, command, *, now: datetime, new_work: list[int]) -> None:
+    redispatch = publish.redispatch_at(now)
+    if isinstance(command, ev.InvokeFunction):
+        item = WorkItem.objects.create(
+            execution=execution,
+            kind=WorkKind.INVOKE,
+            entry_id=command.entry,
+            attempt=command.attempt,
+            state_name=command.state_name,
+            function_name=command.function,
+            payload=command.event,
+            invocation=command.invocation,
+            mode=command.mode,
+            timeout_seconds=command.timeout_seconds,
+            created_at=now,
+            next_dispatch_at=redispatch,
+        )
+        new_work.append(item.pk)
+    elif isinstance(command, ev.ScheduleResume):
+        item = WorkItem.objects.create(
+            execution=execution,
+            kind=WorkKind.RESUME,
+            entry_id=0,
+            attempt=execution.revision + 1,
+            created_at=now,
+            next_dispatch_at=redispatch,
+        )
+        new_work.append(item.pk)
+    elif isinstance(command, ev.CancelTask):
+        WorkItem.objects.filter(
+            execution=execution,
+            kind=WorkKind.INVOKE,
+            entry_id=command.entry,
+            attempt=command.attempt,
+            status__in=[WorkStatus.PENDING, WorkStatus.RUNNING],
+        ).update(status=WorkStatus.CANCELLED, finished_at=now)
+    elif isinstance(command, ev.StartTimer):
+        Timer.objects.update_or_create(
+            execution=execution,
+            key=command.key,
+            defaults={"entry_id": command.entry, "due_at": command.due_at, "fired_at": None},
+        )
+    elif isinstance(command, ev.CancelTimer):
+        Timer.objects.filter(execution=execution, key=command.key, fired_at__isnull=True).delete()
+    elif isinstance(command, ev.OpenToken):
+        TaskToken.objects.update_or_create(
+            token_hash=token_hash(command.token),
+            defaults={
+                "execution": execution,
+                "entry_id": command.entry,
+                "state_name": command.state_name,
+                "is_open": True,
+                "created_at": now,
+                "closed_at": None,
+            },
+        )
+    elif isinstance(command, ev.CloseToken):
+        TaskToken.objects.filter(token_hash=token_hash(command.token)).update(
+            is_open=False, closed_at=now
+        )
+    elif isinstance(command, ev.SendToQueue):
+        QueueMessage.objects.create(
+            queue=command.queue,
+            body=command.body,
+            execution=execution,
+            entry_id=command.entry,
+            created_at=now,
+            visible_at=now,
+        )
+    elif isinstance(command, ev.Finish):
+        execution.status = command.status
+        execution.output = command.output
+        execution.error_code = command.error[:128]
+        execution.error_message = command.cause
+        execution.stopped_at = now
+    else:  # pragma: no cover - programming error
+        raise TypeError(f"unknown command {command!r}")
