@@ -18,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from functions.api import ERR_400, ERR_401, check_same_name, error_response, parse
+from flowsite.api import ERR_400, ERR_401, check_same_name, error_response, parse
 
 from . import selectors, services
 from .models import Execution, Flow, HistoryEvent

@@ -9,7 +9,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from functions.serializers import (
+from flowsite.api import (
     AnyJSONField,
     ErrorDetailSerializer,
     JSONObjectField,

@@ -1,29 +1,24 @@
 """REST API for functions: ``/api/v1/functions/`` (views parse, call a service, render).
-
-Also holds the small helpers the executions API shares: :func:`parse` (validate input with
-a serializer) and :func:`check_same_name`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
-from rest_framework import serializers, status
+from rest_framework import status
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from flowsite.api import ERR_400, ERR_401, check_same_name, error_response, parse
 from flowsite.errors import ServiceError
 
 from . import services
 from .models import Function
 from .serializers import (
-    ErrorSerializer,
     FunctionCreateSerializer,
     FunctionErrorSerializer,
     FunctionPatchSerializer,
@@ -31,37 +26,6 @@ from .serializers import (
     FunctionSerializer,
     InvocationResultSerializer,
 )
-
-# --------------------------------------------------------------------------------------------
-# Shared helpers
-# --------------------------------------------------------------------------------------------
-
-
-def error_response(description: str) -> OpenApiResponse:
-    return OpenApiResponse(ErrorSerializer, description=description)
-
-
-ERR_400 = error_response("InvalidArgument (wrong types or values) or MalformedJSON.")
-ERR_401 = error_response("Unauthenticated.")
-
-
-def parse(serializer_class: type[serializers.Serializer], data: Any, **kwargs) -> dict:
-    """Validate ``data`` (a request body or query dict); 400 InvalidArgument naming the field."""
-    serializer = serializer_class(data=data, **kwargs)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
-
-
-def check_same_name(data: dict, name: str) -> None:
-    """A body may repeat the resource's name (e.g. a GET body sent back) but not change it."""
-    given = data.pop("name", None)
-    if given is not None and given != name:
-        raise ServiceError(
-            "the name cannot be changed",
-            code="InvalidArgument",
-            errors=[{"path": "name", "line": None, "message": f"must be {name!r} (the URL's)"}],
-        )
-
 
 # --------------------------------------------------------------------------------------------
 # Functions

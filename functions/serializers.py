@@ -1,102 +1,17 @@
-"""Input and output serializers for the functions API, and the strict JSON fields the whole API
-uses.
+"""Input and output serializers for the functions API.
 
 Input serializers only check JSON *types* (and simple bounds); the rules themselves (name
 pattern, handler path, timeout range, uniqueness) belong to ``functions/services.py`` and the
 model, so the API and the dashboard refuse the same things.
-
-DRF's stock fields coerce: ``CharField`` turns ``123`` into ``"123"`` and ``IntegerField``
-accepts ``"5"`` and ``5.0``. A JSON API should say "wrong type" instead, so the strict fields
-below refuse anything that is not already the right JSON type.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from rest_framework import serializers
 
+from flowsite.api import AnyJSONField, StrictCharField, StrictIntegerField
+
 from .models import Function
-
-# --------------------------------------------------------------------------------------------
-# Strict JSON fields (shared with executions/serializers.py)
-# --------------------------------------------------------------------------------------------
-
-
-class StrictCharField(serializers.CharField):
-    """A JSON string; numbers, booleans, lists and objects are refused."""
-
-    default_error_messages = {"invalid": "Must be a string."}
-
-    def __init__(self, **kwargs):
-        # Text is kept exactly as sent (a YAML definition's whitespace is significant).
-        kwargs.setdefault("trim_whitespace", False)
-        super().__init__(**kwargs)
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class StrictIntegerField(serializers.IntegerField):
-    """A JSON integer; strings, booleans and non-integral numbers are refused."""
-
-    default_error_messages = {"invalid": "Must be an integer."}
-
-    def to_internal_value(self, data: Any) -> int:
-        if isinstance(data, bool):
-            self.fail("invalid")
-        if isinstance(data, float) and data.is_integer():
-            data = int(data)
-        if not isinstance(data, int):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class JSONObjectField(serializers.DictField):
-    """A JSON object, kept as it is (values are not validated)."""
-
-    default_error_messages = {"not_a_dict": "Must be a JSON object, not {input_type}."}
-
-    def to_internal_value(self, data: Any) -> dict:
-        if not isinstance(data, dict):
-            self.fail("not_a_dict", input_type=type(data).__name__)
-        return data
-
-
-class AnyJSONField(serializers.JSONField):
-    """Any JSON value (object, array, string, number, boolean or null)."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("allow_null", True)
-        super().__init__(**kwargs)
-
-
-# --------------------------------------------------------------------------------------------
-# Errors (documentation only: the exception handler renders them)
-# --------------------------------------------------------------------------------------------
-
-
-class ErrorDetailSerializer(serializers.Serializer):
-    path = serializers.CharField(
-        help_text='Where: a field name, or a definition path such as "States[1].Next".'
-    )
-    line = serializers.IntegerField(
-        allow_null=True, help_text="Line in the definition, when known."
-    )
-    message = serializers.CharField()
-
-
-class ErrorSerializer(serializers.Serializer):
-    code = serializers.CharField(
-        help_text="Stable machine-readable code, e.g. InvalidArgument, FlowNotFound."
-    )
-    message = serializers.CharField()
-    errors = ErrorDetailSerializer(
-        many=True, required=False, help_text="Every problem found (validation errors)."
-    )
-
 
 # --------------------------------------------------------------------------------------------
 # Functions
