@@ -430,10 +430,11 @@ class ExecutionAdmin(SummarizedDeleteMixin, admin.ModelAdmin):
             return format_html("{} ({}: will be kept, stop it first)", admin_link(obj), obj.status)
         return admin_link(obj)
 
+    def delete_model(self, request, obj: Execution) -> None:
+        self.delete_queryset(request, Execution.objects.filter(pk=obj.pk))
+
     def delete_queryset(self, request, queryset: QuerySet[Execution]) -> None:
-        running = queryset.filter(status__in=ExecutionStatus.open())
-        skipped = running.count()
-        queryset.exclude(status__in=ExecutionStatus.open()).delete()
+        _, skipped = services.executions_delete(executions=queryset)
         if skipped:
             self.message_user(
                 request,

@@ -32,6 +32,10 @@ class ExecutionStatus(models.TextChoices):
     def open(cls) -> tuple[str, ...]:
         return (cls.STARTING, cls.RUNNING)
 
+    @classmethod
+    def closed(cls) -> tuple[str, ...]:
+        return (cls.SUCCEEDED, cls.FAILED, cls.STOPPED, cls.TIMED_OUT)
+
 
 class Flow(models.Model):
     name = models.CharField(max_length=128, unique=True, validators=[name_validator])
@@ -179,6 +183,9 @@ class WorkItem(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=255, blank=True)
     error = models.CharField(max_length=128, blank=True)
+    # Handed to the handler as ``context.idempotency_key``: the same for every re-run of one
+    # logical attempt (after a lost worker or a lost result write), different for a real retry.
+    idempotency_key = models.CharField(max_length=128, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -195,6 +202,9 @@ class WorkItem(models.Model):
             ),
             models.Index(
                 fields=["lease_until"], name="workitem_running_lease", condition=Q(status="running")
+            ),
+            models.Index(
+                fields=["worker"], name="workitem_running_worker", condition=Q(status="running")
             ),
         ]
 
@@ -263,3 +273,47 @@ class QueueMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.queue} #{self.pk}"
+
+
+class ExecutionValue(models.Model):
+    """A value the engine keeps beside its state rather than in it (``PutValue`` commands): Map
+    items, branch and iteration results, a container's input. Written once per value, read back
+    only when needed, so a transition's cost does not grow with the results already collected.
+    Deleted when the container is done with them (``DropValues``) or the execution ends."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="values")
+    key = models.CharField(max_length=64)
+    value = models.JSONField(null=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "key"], name="executionvalue_unique_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.execution_id}:{self.key}"
+
+
+class HeartbeatKind(models.TextChoices):
+    WORKER = "worker"  # one row per process that runs work items (a prefork child)
+    SWEEPER = "sweeper"
+
+
+class Heartbeat(models.Model):
+    """Liveness of the processes the runtime depends on, stamped with the database's clock.
+
+    Workers stamp their row every ``FLOWSITE_WORKER_HEARTBEAT`` seconds from a thread, so the
+    sweeper can reclaim a killed worker's attempts within seconds instead of after the
+    function's whole timeout. The sweeper stamps its own row every round; ``/healthz`` reads it.
+    """
+
+    name = models.CharField(max_length=255, unique=True)  # "<host>:<pid>" or "sweeper:<host>:<pid>"
+    kind = models.CharField(max_length=8, choices=HeartbeatKind.choices)
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["kind", "last_seen"], name="heartbeat_kind_seen")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.db.models import QuerySet
 
 from flowsite.errors import ServiceError
 
@@ -21,7 +22,20 @@ from .engine import events as ev
 from .engine import machine
 from .engine.compiler import compile_definition
 from .engine.graph import DefinitionError, FlowGraph
-from .models import NAME_RE, Execution, ExecutionStatus, Flow, FlowVersion, TaskToken
+from .models import (
+    NAME_RE,
+    Execution,
+    ExecutionStatus,
+    ExecutionValue,
+    Flow,
+    FlowVersion,
+    Heartbeat,
+    HistoryEvent,
+    QueueMessage,
+    TaskToken,
+    Timer,
+    WorkItem,
+)
 from .runtime import transition as runtime
 from .runtime.faults import fault
 
@@ -180,9 +194,9 @@ def execution_start(
     if not isinstance(input, dict):
         raise ServiceError("input must be a JSON object", code="InvalidArgument")
     _check_json_size(input, "the input")
-    now = timezone.now()
     try:
         with transaction.atomic():
+            now = runtime.db_now()
             existing = Execution.objects.select_for_update().filter(flow=flow, name=name).first()
             if existing is not None:
                 return _existing(existing), False
@@ -245,6 +259,53 @@ def execution_stop(
     return execution
 
 
+def executions_delete(*, executions: QuerySet[Execution]) -> tuple[int, int]:
+    """Delete ended executions with everything they own (history, work items, timers, tokens,
+    values, queue messages); running ones are kept (stop them first). Returns ``(deleted,
+    kept running)``. Works in batches, one short transaction each, so deleting a year of
+    history never holds a long lock."""
+    kept = executions.filter(status__in=ExecutionStatus.open()).count()
+    ended = executions.exclude(status__in=ExecutionStatus.open()).order_by()
+    deleted = 0
+    while True:
+        ids = list(ended.values_list("pk", flat=True)[:DELETE_BATCH])
+        if not ids:
+            return deleted, kept
+        with transaction.atomic():
+            # Children first: each is one DELETE … WHERE execution_id IN (…) (nothing refers to
+            # them, so Django deletes them without loading a row); then the executions, loaded
+            # without their heavy columns for the cascade to look at.
+            for model in (HistoryEvent, WorkItem, Timer, TaskToken, ExecutionValue, QueueMessage):
+                model.objects.filter(execution_id__in=ids).delete()
+            _, per_model = (
+                Execution.objects.filter(pk__in=ids, status__in=ExecutionStatus.closed())
+                .only("pk")
+                .delete()
+            )
+            batch_deleted = per_model.get(Execution._meta.label, 0)
+        deleted += batch_deleted
+        if not batch_deleted:  # pragma: no cover - nothing of this batch could be deleted
+            return deleted, kept
+
+
+DELETE_BATCH = 200
+
+
+def executions_prune(*, older_than: timedelta, dry_run: bool = False) -> int:
+    """Retention: delete ended executions that stopped more than ``older_than`` ago (judged by
+    the database's clock). Returns how many were (or, with ``dry_run``, would be) deleted."""
+    cutoff = runtime.db_now() - older_than
+    old = Execution.objects.filter(
+        status__in=ExecutionStatus.closed(), stopped_at__lt=cutoff
+    )
+    if dry_run:
+        return old.count()
+    deleted, _ = executions_delete(executions=old)
+    # Liveness rows of workers long gone (their attempts were reclaimed long ago).
+    Heartbeat.objects.filter(last_seen__lt=cutoff).delete()
+    return deleted
+
+
 # --- callbacks ---------------------------------------------------------------------------------
 
 
@@ -252,6 +313,11 @@ def _token_row(token: Any) -> TaskToken:
     if not isinstance(token, str) or not token or len(token) > 512:
         raise ServiceError("task_token must be a non-empty string", code="InvalidArgument")
     row = TaskToken.objects.filter(token_hash=runtime.token_hash(token)).first()
+    if row is None and runtime.token_was_issued(token):
+        # Ours, but its row is gone: the execution ended (spent tokens are cleared then).
+        raise ServiceError(
+            "the task was already completed", code="TaskAlreadyCompleted", status=409
+        )
     if row is None:
         raise ServiceError("no task has this token", code="TaskNotExist", status=404)
     if not row.is_open:

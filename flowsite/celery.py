@@ -3,7 +3,13 @@
 import os
 
 from celery import Celery
-from celery.signals import beat_init, task_prerun
+from celery.signals import (
+    beat_init,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
 from flowsite import broker
 
@@ -35,3 +41,26 @@ def _drop_unusable_connections(**kwargs):
     from django.db import close_old_connections  # noqa: PLC0415
 
     close_old_connections()
+
+
+@worker_init.connect
+def _enable_liveness(**kwargs):
+    """Worker processes stamp liveness rows (executions/runtime/liveness.py); the flag is set
+    before the pool forks, so prefork children inherit it."""
+    from executions.runtime import liveness  # noqa: PLC0415
+
+    liveness.ENABLED = True
+
+
+@worker_process_init.connect
+def _start_liveness(**kwargs):
+    from executions.runtime import liveness  # noqa: PLC0415
+
+    liveness.ensure_started()
+
+
+@worker_process_shutdown.connect
+def _stop_liveness(**kwargs):
+    from executions.runtime import liveness  # noqa: PLC0415
+
+    liveness.stop()

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth.decorators import login_required
-from django.db import connection
+from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from django.views.decorators.cache import never_cache
@@ -8,18 +8,22 @@ from django.views.decorators.http import require_GET
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from executions.selectors import runtime_health
+
 
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    """Liveness + database check, unauthenticated (for load balancers and scripts/run)."""
+    """Health for load balancers, monitors and scripts/run; no login needed, so it names no
+    internals. 503 when the database does not answer, or when no sweeper ran for three sweep
+    intervals (timers would not fire, lost work would not be recovered)."""
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-            cursor.fetchone()
-    except Exception as exc:  # report any database failure as unhealthy
-        return JsonResponse({"status": "error", "database": str(exc)}, status=503)
-    return JsonResponse({"status": "ok"})
+        health = runtime_health()
+    except DatabaseError:
+        return JsonResponse({"status": "error", "database": "unavailable"}, status=503)
+    ok = health.pop("ok")
+    body = {"status": "ok" if ok else "error", "database": "ok", **health}
+    return JsonResponse(body, status=200 if ok else 503)
 
 
 urlpatterns = [

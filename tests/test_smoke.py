@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -67,11 +68,30 @@ print(json.dumps({
 
 
 @pytest.mark.django_db
-def test_healthz_returns_ok_json(client):
-    response = client.get("/healthz")
-    assert response.status_code == 200
-    assert response["Content-Type"].startswith("application/json")
-    assert response.json() == {"status": "ok"}
+def test_healthz_needs_a_recent_sweeper_round(client, settings):
+    from executions.models import Heartbeat, HeartbeatKind
+    from executions.runtime import liveness
+    from executions.runtime.transition import db_now
+
+    settings.FLOWSITE_SWEEP_INTERVAL = 1.0
+    never = client.get("/healthz")
+    assert never.status_code == 503
+    assert never["Content-Type"].startswith("application/json")
+    assert never.json()["status"] == "error"
+    assert never.json()["sweeper"]["last_run"] is None
+
+    liveness.stamp("sweeper:test", HeartbeatKind.SWEEPER)
+    fresh = client.get("/healthz")
+    assert fresh.status_code == 200
+    body = fresh.json()
+    assert body["status"] == "ok" and body["database"] == "ok"
+    assert 0 <= body["sweeper"]["age_seconds"] <= 3.0
+
+    # Older than three sweep intervals (by the database's clock): unhealthy.
+    Heartbeat.objects.update(last_seen=db_now() - timedelta(seconds=3.5))
+    stale = client.get("/healthz")
+    assert stale.status_code == 503
+    assert stale.json()["sweeper"]["age_seconds"] >= 3.5
 
 
 @pytest.mark.django_db

@@ -26,18 +26,40 @@ def redispatch_at(now: datetime) -> datetime:
     return now + timedelta(seconds=settings.FLOWSITE_REDISPATCH_AFTER)
 
 
-def dispatch(ids, *, after_commit: bool = True) -> None:
-    """Publish work item ids. Never raises: a failed publish is retried by the sweeper."""
+def dispatch(ids, *, after_commit: bool = True) -> int:
+    """Publish work item ids; returns how many were sent. Never raises: when the broker is
+    unreachable it stops at the first failure (each try would only wait for the same timeout)
+    and marks the rest due for re-publishing at once, so the sweeper resends them on its next
+    round instead of after ``FLOWSITE_REDISPATCH_AFTER``."""
+    ids = list(ids)
     if after_commit and fault("lose_publish"):
         # Test hook: behave as if the process died between commit and publish.
-        log.warning("fault lose_publish: not publishing %s", list(ids))
-        return
-    for work_id in ids:
+        log.warning("fault lose_publish: not publishing %s", ids)
+        return 0
+    for sent, work_id in enumerate(ids):
         try:
             current_app.send_task(RUN_WORK, args=[work_id], retry=False)
             if fault("duplicate_publish"):
                 current_app.send_task(RUN_WORK, args=[work_id], retry=False)
         except Exception:  # noqa: BLE001 - broker down: the sweeper re-sends
             log.warning(
-                "could not publish work item %s; the sweeper will retry", work_id, exc_info=True
+                "could not publish work items %s; the sweeper will retry",
+                ids[sent:],
+                exc_info=True,
             )
+            _due_now(ids[sent:])
+            return sent
+    return len(ids)
+
+
+def _due_now(ids: list[int]) -> None:
+    from django.db.models.functions import Now  # noqa: PLC0415
+
+    from ..models import WorkItem, WorkStatus  # noqa: PLC0415
+
+    try:
+        WorkItem.objects.filter(pk__in=ids, status=WorkStatus.PENDING).update(
+            next_dispatch_at=Now()
+        )
+    except Exception:  # noqa: BLE001 - the database may be down too; the deadline stands
+        log.warning("could not mark work items %s for re-publishing", ids, exc_info=True)

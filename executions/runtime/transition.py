@@ -15,17 +15,19 @@ Every transition follows one pattern (:func:`transition`):
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
 import random
 import secrets
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from ..engine import events as ev
 from ..engine import machine
@@ -34,6 +36,7 @@ from ..engine.graph import FlowGraph
 from ..models import (
     Execution,
     ExecutionStatus,
+    ExecutionValue,
     FlowVersion,
     HistoryEvent,
     QueueMessage,
@@ -84,12 +87,49 @@ def locked_execution(execution_id: int) -> Execution | None:
     )
 
 
+def db_now() -> datetime:
+    """The database's clock: the one clock every deadline is set and judged by, so that app
+    servers and workers whose clocks disagree can never fire a timer early or twice (a timer's
+    ``due_at`` is compared with the database's ``now()`` by the sweeper)."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT clock_timestamp()")
+            return cursor.fetchone()[0]
+        if connection.vendor == "sqlite":
+            cursor.execute("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
+            naive = datetime.fromisoformat(cursor.fetchone()[0])
+            return naive.replace(tzinfo=UTC)
+    return timezone.now()  # pragma: no cover - other databases are not supported
+
+
+# --- task tokens -------------------------------------------------------------------------------
+#
+# A token is ``<nonce>.<mac>``: 192 random bits plus an HMAC (keyed by SECRET_KEY) of the nonce.
+# The database keeps only its SHA-256. The MAC lets a report on a token whose row is gone (the
+# execution ended and its spent tokens were cleared, or it was pruned) still be recognised as
+# ours and answered "already completed" (409) rather than "no such task" (404).
+
+_TOKEN_SALT = "flowsite.task-token"
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _token_mac(nonce: str) -> str:
+    return salted_hmac(_TOKEN_SALT, nonce, algorithm="sha256").hexdigest()[:32]
+
+
 def new_token() -> str:
-    return secrets.token_urlsafe(32)
+    nonce = secrets.token_urlsafe(24)
+    return f"{nonce}.{_token_mac(nonce)}"
+
+
+def token_was_issued(token: str) -> bool:
+    """True when ``token`` carries a valid MAC: flowsite issued it (its row may be gone)."""
+    nonce, _, mac = token.rpartition(".")
+    return bool(nonce) and len(mac) == 32 and hmac.compare_digest(mac, _token_mac(nonce))
+
 
 # --- the transition ----------------------------------------------------------------------------
 
@@ -109,7 +149,7 @@ def transition(
         execution = locked_execution(execution_id)
         if execution is None:
             return None
-        now = now or timezone.now()
+        now = now or db_now()
         if claim is not None and not claim(execution, now):
             return None
         decision = apply(execution, event, now=now)
@@ -175,6 +215,8 @@ def persist(execution: Execution, decision: ev.Decision, *, now: datetime) -> No
     execution.event_count = decision.state["next_event_id"] - 1
     if execution.status == ExecutionStatus.STARTING:
         execution.status = ExecutionStatus.RUNNING
+    if not execution.is_open:
+        clear_bookkeeping(execution.pk)
     execution.save(
         update_fields=[
             "state",
@@ -191,6 +233,22 @@ def persist(execution: Execution, decision: ev.Decision, *, now: datetime) -> No
     execution.new_work = new_work
     if new_work:
         transaction.on_commit(lambda ids=new_work: publish.dispatch(tuple(ids)) if ids else None)
+
+
+def clear_bookkeeping(execution_id: int) -> None:
+    """Delete what only a running execution needs, in the transaction that ends it: its timers
+    (fired or not), its task tokens (a late report is still recognised by the token's MAC and
+    answered 409), its side values, its unread queue messages, and the payloads of its work
+    items (the rows stay, for the record of attempts and workers). An async-submitted
+    (detached) run keeps its payload: nothing waits for it, but it still has to run."""
+    Timer.objects.filter(execution_id=execution_id).delete()
+    TaskToken.objects.filter(execution_id=execution_id).delete()
+    ExecutionValue.objects.filter(execution_id=execution_id).delete()
+    QueueMessage.objects.filter(execution_id=execution_id).delete()
+    WorkItem.objects.filter(execution_id=execution_id, payload__isnull=False).exclude(
+        kind=WorkKind.DETACHED
+    ).update(payload=None)
+
 
 def attempt_id(item: WorkItem) -> str:
     """``<execution>-<entry>-<attempt>``: the handler's request id and async task id."""
@@ -232,7 +290,7 @@ def _carry_out(execution: Execution, command, *, now: datetime, new_work: list[i
             entry_id=command.entry,
             attempt=command.attempt,
             status__in=[WorkStatus.PENDING, WorkStatus.RUNNING],
-        ).update(status=WorkStatus.CANCELLED, finished_at=now)
+        ).update(status=WorkStatus.CANCELLED, finished_at=now, payload=None)
     elif isinstance(command, ev.StartTimer):
         Timer.objects.update_or_create(
             execution=execution,

@@ -1,4 +1,8 @@
-"""Run the sweeper in the foreground (normally it runs inside ``celery -A flowsite beat``)."""
+"""Run the sweeper as its own process: the recommended production set-up (then start beat with
+``FLOWSITE_SWEEPER_IN_BEAT=0``). Timers, lost-worker recovery and re-publishing never wait for
+beat, and ``/healthz`` reports this process's last round."""
+
+import signal
 
 from django.core.management.base import BaseCommand
 
@@ -6,7 +10,7 @@ from executions.runtime.sweeper import Sweeper
 
 
 class Command(BaseCommand):
-    help = "Fire due timers, reap lost attempts and re-publish unclaimed work, in a loop."
+    help = "Fire due timers, reclaim lost attempts and re-publish unclaimed work, in a loop."
 
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true", help="sweep once and exit")
@@ -16,6 +20,7 @@ class Command(BaseCommand):
         if once:
             self.stdout.write(str(sweeper.sweep_once()))
             return
+        signal.signal(signal.SIGTERM, lambda signum, frame: sweeper.stop())
         try:
             sweeper.run()
         except KeyboardInterrupt:
