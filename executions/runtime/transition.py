@@ -269,6 +269,7 @@ def _carry_out(execution: Execution, command, *, now: datetime, new_work: list[i
             invocation=command.invocation,
             mode=command.mode,
             timeout_seconds=command.timeout_seconds,
+            idempotency_key=getattr(command, "idempotency_key", ""),
             created_at=now,
             next_dispatch_at=redispatch,
         )
