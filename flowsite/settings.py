@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -78,22 +79,84 @@ def _positive(name: str, value: float) -> float:
 # Core
 # --------------------------------------------------------------------------------------------
 
-DEV_SECRET_KEY = "django-insecure-flowsite-dev-key-do-not-use-in-production"
+# Where the service keeps its files: SQLite database, embedded broker queue, logs, and the
+# secret key and first admin password that scripts/run creates.
+FLOWSITE_DATA_DIR = Path(env_str("FLOWSITE_DATA_DIR") or (BASE_DIR / "var")).expanduser()
+FLOWSITE_DATA_DIR = FLOWSITE_DATA_DIR.resolve()
+FLOWSITE_DATA_DIR.mkdir(parents=True, exist_ok=True)
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", DEV_SECRET_KEY) or DEV_SECRET_KEY
+# Off unless asked for: a deployment that forgets the variable must not serve tracebacks,
+# settings and SQL to whoever triggers an error.
+DEBUG = env_bool("DJANGO_DEBUG", False)
+
+DEV_SECRET_KEY = "django-insecure-flowsite-dev-key-do-not-use-in-production"
+# scripts/run writes a random key here once (mode 0600). Settings only ever read it: a key made
+# up by each process or machine on its own would silently differ between web servers and
+# workers, breaking sessions and signed values.
+FLOWSITE_SECRET_KEY_FILE = FLOWSITE_DATA_DIR / "secret_key"
+
+
+def _secret_key() -> str:
+    """``DJANGO_SECRET_KEY`` if set, else the contents of ``FLOWSITE_SECRET_KEY_FILE`` if that
+    file exists, else the development key (which a non-debug run refuses below)."""
+    key = env_str("DJANGO_SECRET_KEY")
+    if key:
+        return key
+    try:
+        key = FLOWSITE_SECRET_KEY_FILE.read_text().strip()
+    except FileNotFoundError:
+        return DEV_SECRET_KEY
+    except OSError as exc:
+        raise ImproperlyConfigured(f"cannot read {FLOWSITE_SECRET_KEY_FILE}: {exc}") from exc
+    if not key:
+        raise ImproperlyConfigured(f"{FLOWSITE_SECRET_KEY_FILE} is empty")
+    return key
+
+
+SECRET_KEY = _secret_key()
 if not DEBUG and SECRET_KEY == DEV_SECRET_KEY and not env_bool("FLOWSITE_ALLOW_DEV_KEY"):
     raise ImproperlyConfigured(
-        "DJANGO_DEBUG is off but DJANGO_SECRET_KEY is not set: refusing to run with the "
-        "development key (set DJANGO_SECRET_KEY, or FLOWSITE_ALLOW_DEV_KEY=1 for a local trial)."
+        "DJANGO_DEBUG is off and no secret key is set: refusing to run with the development "
+        f"key. Set DJANGO_SECRET_KEY, or write a random key to {FLOWSITE_SECRET_KEY_FILE} "
+        "(scripts/run does), or set DJANGO_DEBUG=1 for development."
     )
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 
-# Where the service keeps its files: SQLite database, embedded broker queue, logs, static.
-FLOWSITE_DATA_DIR = Path(env_str("FLOWSITE_DATA_DIR") or (BASE_DIR / "var")).expanduser()
-FLOWSITE_DATA_DIR = FLOWSITE_DATA_DIR.resolve()
-FLOWSITE_DATA_DIR.mkdir(parents=True, exist_ok=True)
+# Origins (scheme://host[:port]) allowed to send CSRF-checked writes (admin, pages) whose Origin
+# is not the Host header, e.g. "https://flows.example.com" when a proxy rewrites the Host.
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+for _origin in CSRF_TRUSTED_ORIGINS:
+    if "://" not in _origin:
+        raise ImproperlyConfigured(
+            f"DJANGO_CSRF_TRUSTED_ORIGINS: {_origin!r} needs a scheme (https://{_origin})"
+        )
+
+# Browser hardening that is right over plain HTTP too (these are Django's defaults, written
+# out so that nobody loosens them by accident).
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+SESSION_COOKIE_HTTPONLY = True
+
+# FLOWSITE_HTTPS=1: browsers reach the site over HTTPS only, normally through a proxy that
+# terminates TLS. The proxy MUST set X-Forwarded-Proto itself, overwriting whatever the client
+# sent, and gunicorn must not be reachable around it: Django trusts that header to tell an
+# HTTPS request from a plain one (docs/deployment.md).
+FLOWSITE_HTTPS = env_bool("FLOWSITE_HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = LANGUAGE_COOKIE_SECURE = FLOWSITE_HTTPS
+SECURE_SSL_REDIRECT = FLOWSITE_HTTPS
+# Health checks from a load balancer or scripts/run talk plain HTTP to gunicorn directly.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if FLOWSITE_HTTPS else None
+# HSTS: a year, subdomains included, and the preload token (inert unless someone submits the
+# registrable domain to the browsers' preload list; see docs/deployment.md before doing so).
+SECURE_HSTS_SECONDS = env_int("FLOWSITE_HSTS_SECONDS", 365 * 24 * 3600) if FLOWSITE_HTTPS else 0
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured("FLOWSITE_HSTS_SECONDS must be >= 0")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = FLOWSITE_HTTPS
+SECURE_HSTS_PRELOAD = FLOWSITE_HTTPS
 
 # Folders holding user function modules (handlers). Appended to sys.path here, at settings
 # import, so the web process AND Celery workers (which import settings too) can import them.
@@ -160,37 +223,46 @@ TEMPLATES = [
 # Database
 # --------------------------------------------------------------------------------------------
 
+# SQLite shared by web, worker and beat processes. Django's defaults failed ~half of the write
+# transactions with "database is locked" under that load; WAL + BEGIN IMMEDIATE + a 20 s busy
+# timeout gave none. Django runs each ';'-separated init_command statement separately on every
+# new connection (django/db/backends/sqlite3/base.py). Used for the default database and for
+# DATABASE_URL=sqlite://... alike: the runtime's transitions rely on IMMEDIATE to serialise.
+SQLITE_OPTIONS = {
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+    "init_command": (
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
+    ),
+}
+
+
+def _sqlite_database(name: str | Path, options: dict | None = None) -> dict:
+    """A SQLite ``DATABASES`` entry with flowsite's options; ``options`` (from a URL's query
+    string) override single keys."""
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": name,
+        "OPTIONS": {**SQLITE_OPTIONS, **(options or {})},
+        # Keep connections (and their PRAGMAs) between requests and tasks.
+        "CONN_MAX_AGE": 600,
+        "CONN_HEALTH_CHECKS": True,
+    }
+
+
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     import dj_database_url
 
     try:
-        DATABASES = {
-            "default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
-        }
+        _db = dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
     except Exception as exc:  # dj_database_url raises several types on a bad URL
         raise ImproperlyConfigured(f"DATABASE_URL is not usable: {exc}") from exc
+    if _db["ENGINE"] == "django.db.backends.sqlite3":
+        _db = _sqlite_database(_db["NAME"], _db.get("OPTIONS"))
+    DATABASES = {"default": _db}
 else:
-    # SQLite shared by web, worker and beat processes. Django's defaults failed ~half of the
-    # write transactions with "database is locked" under that load; WAL + BEGIN IMMEDIATE +
-    # a 20 s busy timeout gave none. Django runs each ';'-separated init_command statement
-    # separately on every new connection (django/db/backends/sqlite3/base.py).
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": FLOWSITE_DATA_DIR / "flowsite.sqlite3",
-            "OPTIONS": {
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-                "init_command": (
-                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
-                ),
-            },
-            # Keep connections (and their PRAGMAs) between requests and tasks.
-            "CONN_MAX_AGE": 600,
-            "CONN_HEALTH_CHECKS": True,
-        }
-    }
+    DATABASES = {"default": _sqlite_database(FLOWSITE_DATA_DIR / "flowsite.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -215,7 +287,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = FLOWSITE_DATA_DIR / "static"
+# Built from the code by `collectstatic` (scripts/setup runs it), so it belongs to the checkout,
+# not to a data dir: a web server started with another FLOWSITE_DATA_DIR (scripts/run with its
+# own, the integration tests' temporary ones) serves the same files. Set FLOWSITE_STATIC_ROOT
+# where the checkout is read-only.
+STATIC_ROOT = Path(env_str("FLOWSITE_STATIC_ROOT") or (BASE_DIR / "staticfiles")).expanduser()
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -235,11 +311,22 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # REST API
 # --------------------------------------------------------------------------------------------
 
+# HTTP Basic auth remembers verified credentials per process for this long (0: never), so a
+# script using Basic auth does not pay a PBKDF2 hash (~0.45 s of CPU) on every request; a
+# password change or deactivation still applies at once (flowsite/auth.py). At most SIZE
+# entries per process.
+FLOWSITE_BASIC_AUTH_CACHE_SECONDS = env_float("FLOWSITE_BASIC_AUTH_CACHE_SECONDS", 300.0)
+FLOWSITE_BASIC_AUTH_CACHE_SIZE = env_int("FLOWSITE_BASIC_AUTH_CACHE_SIZE", 1024)
+if FLOWSITE_BASIC_AUTH_CACHE_SECONDS < 0 or FLOWSITE_BASIC_AUTH_CACHE_SIZE < 1:
+    raise ImproperlyConfigured(
+        "FLOWSITE_BASIC_AUTH_CACHE_SECONDS must be >= 0 and FLOWSITE_BASIC_AUTH_CACHE_SIZE >= 1"
+    )
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        "flowsite.auth.CachedBasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -325,11 +412,23 @@ CELERY_DB_REUSE_MAX = env_int("FLOWSITE_DB_REUSE_MAX", 1000)
 FLOWSITE_SWEEP_INTERVAL = _positive(
     "FLOWSITE_SWEEP_INTERVAL", env_float("FLOWSITE_SWEEP_INTERVAL", 1.0)
 )
-# The sweeper (timers, lost attempts, re-publishing) runs as a thread of the beat process, not
-# as a scheduled task: a task would wait behind long function attempts in the worker pool.
-# Set FLOWSITE_SWEEPER_IN_BEAT=0 to run `manage.py flowsite_sweeper` yourself instead.
+# The sweeper (timers, lost attempts, re-publishing) is never a task in the worker pool, where
+# it would wait behind long function attempts: it runs as its own process (`manage.py
+# flowsite_sweeper`, recommended in production; then set FLOWSITE_SWEEPER_IN_BEAT=0) or as a
+# thread of the beat process (the default, for one-machine set-ups).
 FLOWSITE_SWEEPER_IN_BEAT = env_bool("FLOWSITE_SWEEPER_IN_BEAT", True)
-CELERY_BEAT_SCHEDULE: dict = {}
+# Retention (daily): ended executions older than FLOWSITE_RETENTION_DAYS are deleted with
+# everything they own (`manage.py flowsite_prune` does the same on demand).
+FLOWSITE_RETENTION_DAYS = _positive(
+    "FLOWSITE_RETENTION_DAYS", env_float("FLOWSITE_RETENTION_DAYS", 30.0)
+)
+CELERY_BEAT_SCHEDULE: dict = {
+    "flowsite-prune": {
+        "task": "executions.prune",
+        "schedule": crontab(minute=17, hour=3),
+        "options": {"expires": 6 * 3600},
+    },
+}
 
 # --------------------------------------------------------------------------------------------
 # Engine settings (all from the environment)
@@ -345,6 +444,11 @@ CELERY_BEAT_SCHEDULE: dict = {}
 # FLOWSITE_MAX_TASK_PAYLOAD_BYTES B   max size of a function (task) input or result
 # FLOWSITE_MAX_LOST_ATTEMPTS      n   times a lost (crashed worker) attempt is retried before
 #                                     the task fails with a lost-worker error
+# FLOWSITE_WORKER_HEARTBEAT       s   how often a worker process stamps its liveness row
+# FLOWSITE_WORKER_DEAD_AFTER      s   a worker whose row is older than this is dead: the sweeper
+#                                     reclaims its attempts, whatever the function's timeout
+# FLOWSITE_DB_OUTAGE_WAIT         s   how long a worker holds a message waiting for the database
+#                                     before it hands the message back to the broker
 # FLOWSITE_FAULTS                 str fault-injection hooks for tests; refused unless DEBUG or
 #                                     FLOWSITE_ALLOW_FAULTS=1
 # --------------------------------------------------------------------------------------------
@@ -363,6 +467,18 @@ FLOWSITE_MAX_LOST_ATTEMPTS = env_int("FLOWSITE_MAX_LOST_ATTEMPTS", 3)
 # A worker that finishes a Task runs the execution's next function attempt itself, without a
 # broker round trip, up to this many times in a row (0: always go through the broker).
 FLOWSITE_EAGER_STEPS = env_int("FLOWSITE_EAGER_STEPS", 10)
+FLOWSITE_WORKER_HEARTBEAT = _positive(
+    "FLOWSITE_WORKER_HEARTBEAT", env_float("FLOWSITE_WORKER_HEARTBEAT", 5.0)
+)
+FLOWSITE_WORKER_DEAD_AFTER = env_float("FLOWSITE_WORKER_DEAD_AFTER", 20.0)
+if FLOWSITE_WORKER_DEAD_AFTER < 2 * FLOWSITE_WORKER_HEARTBEAT:
+    raise ImproperlyConfigured(
+        "FLOWSITE_WORKER_DEAD_AFTER must be at least twice FLOWSITE_WORKER_HEARTBEAT, or a "
+        "live worker that missed one stamp would be declared dead"
+    )
+FLOWSITE_DB_OUTAGE_WAIT = _positive(
+    "FLOWSITE_DB_OUTAGE_WAIT", env_float("FLOWSITE_DB_OUTAGE_WAIT", 300.0)
+)
 for _name in (
     "FLOWSITE_INLINE_BUDGET",
     "FLOWSITE_MAP_MAX_CONCURRENCY",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+from unittest import mock
 
 import pytest
+from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -153,3 +155,166 @@ def test_schema_documents_every_endpoint(api_client):
         "cursor",
         "limit",
     }
+
+
+# --- HTTP Basic auth: verified credentials are cached (flowsite/auth.py) ----------------------
+
+
+@pytest.fixture
+def credential_cache():
+    """This process's Basic-auth cache, empty before and after the test."""
+    from flowsite import auth
+
+    cache = auth.credential_cache()
+    cache.clear()
+    yield cache
+    cache.clear()
+
+
+@pytest.fixture
+def password_checks(monkeypatch):
+    """Counts password verifications (every hasher goes through ``check_password``)."""
+    from django.contrib.auth import base_user
+
+    calls = []
+    real = base_user.check_password
+
+    def counting(password, encoded, *args, **kwargs):
+        calls.append(encoded)
+        return real(password, encoded, *args, **kwargs)
+
+    monkeypatch.setattr(base_user, "check_password", counting)
+    return calls
+
+
+@pytest.fixture
+def fast_hasher(settings):
+    # The cache does not depend on the hasher; MD5 keeps each full check cheap in these tests.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def basic_client(username: str, password: str) -> APIClient:
+    client = APIClient()
+    credentials = base64.b64encode(f"{username}:{password}".encode()).decode()
+    client.credentials(HTTP_AUTHORIZATION=f"Basic {credentials}")
+    return client
+
+
+def test_basic_auth_hashes_the_password_once(existing, user, credential_cache, password_checks):
+    from django.contrib.auth.hashers import get_hasher
+
+    hasher = type(get_hasher("default"))
+    client = basic_client(user.username, PASSWORD)
+    with mock.patch.object(hasher, "verify", autospec=True, side_effect=hasher.verify) as verify:
+        assert client.get("/api/v1/flows/").status_code == 200
+        assert verify.call_count == 1  # the real hasher (PBKDF2), once
+        for i in range(3):
+            response = client.post("/api/v1/flows/flow/executions/", {"name": f"b{i}"}, "json")
+            assert response.status_code == 201
+        assert verify.call_count == 1
+    assert len(password_checks) == 1
+    assert Execution.objects.get(name="b2").started_by == user
+    assert len(credential_cache) == 1
+
+
+def test_a_password_change_applies_to_the_next_request(
+    existing, fast_hasher, credential_cache, password_checks
+):
+    user = get_user_model().objects.create_user("pat", password="old-password-1")
+    old = basic_client("pat", "old-password-1")
+    assert old.get("/api/v1/flows/").status_code == 200
+    assert old.get("/api/v1/flows/").status_code == 200  # cached
+    assert len(password_checks) == 1
+
+    user.set_password("new-password-2")
+    user.save()
+    response = old.get("/api/v1/flows/")
+    assert response.status_code == 401
+    assert response.json()["code"] == "Unauthenticated"
+    assert basic_client("pat", "new-password-2").get("/api/v1/flows/").status_code == 200
+
+
+def test_deactivation_applies_to_the_next_request(
+    existing, fast_hasher, credential_cache, password_checks
+):
+    user = get_user_model().objects.create_user("dee", password="password-dee-1")
+    client = basic_client("dee", "password-dee-1")
+    assert client.get("/api/v1/flows/").status_code == 200
+    assert client.get("/api/v1/flows/").status_code == 200
+    assert len(password_checks) == 1
+
+    get_user_model().objects.filter(pk=user.pk).update(is_active=False)
+    assert client.get("/api/v1/flows/").status_code == 401
+    assert len(credential_cache) == 0  # the stale entry is gone
+    get_user_model().objects.filter(pk=user.pk).update(is_active=True)
+    assert client.get("/api/v1/flows/").status_code == 200
+
+    get_user_model().objects.filter(pk=user.pk).delete()
+    assert client.get("/api/v1/flows/").status_code == 401
+
+
+def test_a_renamed_user_no_longer_answers_to_the_old_name(existing, fast_hasher, credential_cache):
+    user = get_user_model().objects.create_user("ren", password="password-ren-1")
+    client = basic_client("ren", "password-ren-1")
+    assert client.get("/api/v1/flows/").status_code == 200
+    user.username = "renamed"
+    user.save()
+    assert client.get("/api/v1/flows/").status_code == 401
+    assert basic_client("renamed", "password-ren-1").get("/api/v1/flows/").status_code == 200
+
+
+def test_wrong_passwords_are_never_cached_and_always_fully_checked(
+    existing, fast_hasher, credential_cache, password_checks
+):
+    get_user_model().objects.create_user("wro", password="password-wro-1")
+    right = basic_client("wro", "password-wro-1")
+    assert right.get("/api/v1/flows/").status_code == 200
+    assert len(password_checks) == 1
+    wrong = basic_client("wro", "password-wro-2")
+    for i in range(3):
+        response = wrong.get("/api/v1/flows/")
+        assert response.status_code == 401
+        assert response.json()["code"] == "Unauthenticated"
+        # Each wrong guess costs the full check, although the right password is cached.
+        assert len(password_checks) == 2 + i
+    assert len(credential_cache) == 1
+    assert right.get("/api/v1/flows/").status_code == 200
+    assert len(password_checks) == 4
+
+
+def test_the_cache_keeps_no_password(existing, fast_hasher, credential_cache):
+    get_user_model().objects.create_user("kee", password="password-kee-secret")
+    assert basic_client("kee", "password-kee-secret").get("/api/v1/flows/").status_code == 200
+    [(key, entry)] = credential_cache._entries.items()
+    assert len(key) == 32 and b"password-kee-secret" not in key
+    assert "password-kee-secret" not in repr(entry)
+
+
+def test_the_cache_is_bounded(existing, fast_hasher, settings, password_checks):
+    from flowsite import auth
+
+    settings.FLOWSITE_BASIC_AUTH_CACHE_SIZE = 2
+    for name in ("b1", "b2", "b3"):
+        get_user_model().objects.create_user(name, password=f"password-{name}-x")
+        assert basic_client(name, f"password-{name}-x").get("/api/v1/flows/").status_code == 200
+    assert len(auth.credential_cache()) == 2
+    # b1, the least recently used, was dropped: it is checked in full again; b3 is not.
+    basic_client("b3", "password-b3-x").get("/api/v1/flows/")
+    assert len(password_checks) == 3
+    basic_client("b1", "password-b1-x").get("/api/v1/flows/")
+    assert len(password_checks) == 4
+
+
+def test_cache_off_checks_every_request(existing, fast_hasher, settings, password_checks):
+    settings.FLOWSITE_BASIC_AUTH_CACHE_SECONDS = 0
+    get_user_model().objects.create_user("off", password="password-off-1")
+    client = basic_client("off", "password-off-1")
+    for _ in range(3):
+        assert client.get("/api/v1/flows/").status_code == 200
+    assert len(password_checks) == 3
+
+
+def test_a_nul_in_the_username_is_401_not_an_error(existing, credential_cache):
+    response = basic_client("ad\x00min", "x").get("/api/v1/flows/")
+    assert response.status_code == 401
+    assert response.json()["code"] == "Unauthenticated"

@@ -35,6 +35,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -61,7 +62,8 @@ ENGINE_ENV = {
     "FLOWSITE_REDISPATCH_AFTER": "3",
     "FLOWSITE_LEASE_GRACE": "2",
     "FLOWSITE_BROKER_POLL": "0.02",
-    "DJANGO_DEBUG": "1",
+    # Production's DEBUG (off); fault hooks are then refused unless explicitly allowed.
+    "DJANGO_DEBUG": "0",
     "FLOWSITE_ALLOW_FAULTS": "1",
     "FLOWSITE_LOG_LEVEL": "INFO",
     "PYTHONUNBUFFERED": "1",
@@ -256,11 +258,21 @@ class System:
         concurrency: int = 2,
         faults: str = "",
         extra_env: dict | None = None,
+        private_database: bool = False,
+        sweeper_process: bool = False,
     ):
         self.name = name
         self.n_workers = workers
         self.concurrency = concurrency
         self.faults = faults
+        # A PostgreSQL cluster of the system's own (when the suite runs on PostgreSQL), so a
+        # test can restart or stop it without touching the machine's shared server.
+        self.private_database = private_database
+        self.pg_dir: Path | None = None
+        self.pg_port: int | None = None
+        # Run the sweeper as its own process (manage.py flowsite_sweeper), as production does.
+        self.sweeper_process = sweeper_process
+        self.sweeper: Proc | None = None
         self.extra_env = dict(extra_env or {})
         self.label = backend_label()
         artifacts = Path(os.environ.get("FLOWSITE_ARTIFACTS") or ROOT / "artifacts")
@@ -332,6 +344,8 @@ class System:
         )
         for _ in range(self.n_workers):
             self.start_worker()
+        if self.sweeper_process:
+            self.start_sweeper()
         self.beat = self._spawn(
             "beat",
             [
@@ -348,11 +362,12 @@ class System:
         wait_until(self._healthy, 60, 0.2, "the web server's /healthz", self.describe)
         for i in range(len(self.workers)):
             self.wait_worker_ready(i)
+        sweeper = self.sweeper if self.sweeper_process else self.beat
         wait_until(
-            lambda: "sweeper running every" in self.beat.text(),
+            lambda: "sweeper running every" in sweeper.text(),
             60,
             0.2,
-            "beat to start its sweeper thread",
+            f"the sweeper to start ({sweeper.name})",
             self.describe,
         )
         self.startup_seconds = time.monotonic() - t0
@@ -367,7 +382,11 @@ class System:
             with contextlib.suppress(Exception):
                 self._db.close()
             self._db = None
-        if self.pg_dbname:
+        if self.pg_dir is not None:
+            with contextlib.suppress(Exception):
+                self._pg_ctl("stop", "-m", "immediate")
+            shutil.rmtree(self.pg_dir, ignore_errors=True)
+        elif self.pg_dbname:
             import psycopg
 
             with psycopg.connect(self.pg_admin_url, autocommit=True) as conn:
@@ -391,16 +410,23 @@ class System:
                 "DJANGO_SUPERUSER_USERNAME": ADMIN_USER,
                 "DJANGO_SUPERUSER_PASSWORD": self.password,
                 "DJANGO_SUPERUSER_EMAIL": "it@example.com",
+                # DEBUG is off, so the settings refuse to start without a real key.
+                "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
             }
         )
         if self.faults:
             env["FLOWSITE_FAULTS"] = self.faults
+        if self.sweeper_process:
+            env["FLOWSITE_SWEEPER_IN_BEAT"] = "0"
         env.update(self.extra_env)
         return env
 
     def _setup_database(self) -> None:
         url = os.environ.get("DATABASE_URL", "")
         if not url.startswith("postgres"):
+            return
+        if self.private_database:
+            self._setup_private_database()
             return
         import psycopg
 
@@ -415,6 +441,82 @@ class System:
             conn.execute(f'CREATE DATABASE "{self.pg_dbname}"')
         self.db_url = urlunsplit(parts._replace(path=f"/{self.pg_dbname}"))
         self.env["DATABASE_URL"] = self.db_url
+
+    # -- a private PostgreSQL cluster ---------------------------------------------------
+
+    def _setup_private_database(self) -> None:
+        """initdb + start a cluster of our own on a free port (run as the postgres user:
+        PostgreSQL refuses to run as root), with database ``flowsite``."""
+        import psycopg
+
+        if os.geteuid() != 0:
+            import pytest
+
+            pytest.skip("a private PostgreSQL cluster needs root (to run it as postgres)")
+        bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
+        self.pg_bin = bindir
+        # Outside the (0700, root-owned) data dir, so the postgres user can reach it.
+        self.pg_dir = Path(tempfile.mkdtemp(prefix="flowsite-it-pg-"))
+        self.pg_dir.chmod(0o755)
+        shutil.chown(self.pg_dir, "postgres", "postgres")
+        self.pg_port = free_port()
+        self._as_postgres(
+            f"{bindir}/initdb -D {self.pg_dir}/data -U postgres --auth=trust "
+            "--no-sync -E UTF8 --locale=C.UTF-8 >/dev/null"
+        )
+        self.start_database()
+        admin = f"postgres://postgres@127.0.0.1:{self.pg_port}/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute('CREATE DATABASE "flowsite"')
+        self.pg_admin_url = admin
+        self.pg_dbname = "flowsite"
+        self.db_url = f"postgres://postgres@127.0.0.1:{self.pg_port}/flowsite"
+        self.env["DATABASE_URL"] = self.db_url
+
+    def _as_postgres(self, command: str) -> None:
+        subprocess.run(
+            ["su", "postgres", "-s", "/bin/sh", "-c", command],
+            check=True,
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+
+    def _pg_ctl(self, *args: str) -> None:
+        assert self.pg_dir is not None, "no private PostgreSQL cluster"
+        opts = f"-p {self.pg_port} -k {self.pg_dir} -c listen_addresses=127.0.0.1"
+        self._as_postgres(
+            f"{self.pg_bin}/pg_ctl -D {self.pg_dir}/data -l {self.pg_dir}/pg.log "
+            f"-o '{opts}' -w -t 60 " + " ".join(args) + " >/dev/null"
+        )
+
+    def start_database(self) -> None:
+        self._pg_ctl("start")
+
+    def stop_database(self) -> None:
+        """Stop the private cluster at once (in-flight transactions are cut, not finished)."""
+        self._pg_ctl("stop", "-m", "immediate")
+        if self._db is not None:
+            with contextlib.suppress(Exception):
+                self._db.close()
+            self._db = None
+
+    def restart_database(self) -> None:
+        self.stop_database()
+        self.start_database()
+
+    # -- the sweeper ----------------------------------------------------------------------
+
+    def start_sweeper(self) -> Proc:
+        self.sweeper = self._spawn(
+            "sweeper", [str(BIN / "python"), "manage.py", "flowsite_sweeper"]
+        )
+        return self.sweeper
+
+    def kill(self, proc: Proc) -> None:
+        """SIGKILL one of the system's processes (its whole group)."""
+        proc.kill()
+        self.procs.remove(proc)
 
     def _setup_broker(self) -> None:
         url = os.environ.get("CELERY_BROKER_URL", "")
@@ -714,10 +816,19 @@ class System:
         return self._db
 
     def sql(self, query: str, params: Iterable = ()) -> list[tuple]:
-        """Run one statement on the system's database (``%s`` placeholders on both backends)."""
+        """Run one statement on the system's database (``%s`` placeholders on both backends);
+        reconnects once if the server restarted since the last statement."""
         if not self.is_pg:
             query = query.replace("%s", "?")
-        cur = self.db().execute(query, tuple(params))
+        try:
+            cur = self.db().execute(query, tuple(params))
+        except Exception:
+            if not self.is_pg:
+                raise
+            with contextlib.suppress(Exception):
+                self._db.close()
+            self._db = None
+            cur = self.db().execute(query, tuple(params))
         try:
             return [tuple(r) for r in cur.fetchall()] if cur.description else []
         finally:
@@ -736,6 +847,18 @@ class System:
         if self.is_pg:
             return f"(now() - interval '{float(seconds)} seconds')"
         return f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-{float(seconds)} seconds')"
+
+    def event_times(self, since: float) -> list[float]:
+        """Epoch seconds of every history event recorded at or after ``since`` (sorted)."""
+        rows = self.sql("SELECT time FROM executions_historyevent")
+        times = []
+        for (stamp,) in rows:
+            if isinstance(stamp, str):  # SQLite: text in UTC
+                stamp = datetime.fromisoformat(stamp).replace(tzinfo=UTC)
+            t = stamp.timestamp()
+            if t >= since:
+                times.append(t)
+        return sorted(times)
 
     def statuses(self, flow: str | None = None) -> Counter:
         q = "SELECT e.status, COUNT(*) FROM executions_execution e"
