@@ -94,3 +94,16 @@ def job_status(event, context):
     done = ready_at is not None and time.time() >= float(ready_at)
     ledger(ids, "end")
     return {"state": "done" if done else "working", "polls": int(data.get("polls") or 0) + 1}
+
+
+def slow_first(event, context):
+    """Like :func:`work`, but only the first attempt sleeps (``sleep`` seconds): a re-run after
+    a lost worker finishes at once. Records ``context.idempotency_key`` in the ledger."""
+    data = _event(event)
+    ids = _ids(data, context)
+    ids["idempotency_key"] = getattr(context, "idempotency_key", None)
+    ledger(ids, "start")
+    if ids["attempt"] == 1:
+        time.sleep(float(data.get("sleep") or 0))
+    ledger(ids, "end")
+    return {"ok": True, "execution": ids["execution"], "attempt": ids["attempt"]}
