@@ -9,6 +9,9 @@ publish it after commit, store a timer, register a callback token, ...).
 Every event that refers to an attempt or a timer carries enough to recognise a stale or
 duplicated delivery: the engine answers those with an empty decision and an ``ignored``
 reason, never by advancing the execution twice.
+
+Commands are carried out in the order given: a ``DropValues`` followed by a ``PutValue`` of a key
+under the dropped prefix must leave the new value stored.
 """
 
 from __future__ import annotations
@@ -110,7 +113,13 @@ Event = (
 
 @dataclass(frozen=True)
 class InvokeFunction:
-    """Run function ``function`` with ``event`` (a JSON value; the handler gets its JSON text)."""
+    """Run function ``function`` with ``event`` (a JSON value; the handler gets its JSON text).
+
+    ``idempotency_key`` names the logical attempt: the same for every re-run of this attempt
+    after a lost worker (``TaskLost`` re-creates it under a new ``attempt`` number), different for
+    every retry a ``Retry`` rule makes. Unique within the execution; the runtime prefixes the
+    execution id before handing it to the handler.
+    """
 
     entry: int
     attempt: int
@@ -121,6 +130,25 @@ class InvokeFunction:
     mode: str = "RequestComplete"
     timeout_seconds: float | None = None
     token: str | None = None
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True)
+class SubmitAsync:
+    """Run function ``function`` with ``event`` on its own, detached from the execution
+    (``invocationType: Async`` under ``RequestComplete``). The engine has already completed the
+    Task with the acknowledgement naming ``task_id``; nothing reports back to the execution.
+
+    ``task_id`` follows Function Compute's async task id rules (starts with a letter; letters,
+    digits, ``_`` and ``-``; at most 128 characters) and is unique.
+    """
+
+    entry: int
+    attempt: int
+    function: str
+    event: Any
+    task_id: str
+    state_name: str
 
 
 @dataclass(frozen=True)
@@ -169,6 +197,27 @@ class CloseToken:
 
 
 @dataclass(frozen=True)
+class PutValue:
+    """Store ``value`` under ``key`` for this execution, replacing any value stored there.
+
+    Values live beside the execution's state instead of in it (Map items, branch and iteration
+    results, large inputs a container or the execution keeps for its whole life), so storing the
+    state does not rewrite them on every transition. ``key`` is an ASCII string of at most 64
+    characters chosen by the engine. The engine reads values back through the ``values`` lookup
+    passed to ``machine.step`` in later transitions."""
+
+    key: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class DropValues:
+    """Delete this execution's stored values whose key starts with ``prefix``."""
+
+    prefix: str
+
+
+@dataclass(frozen=True)
 class ScheduleResume:
     """The inline budget ran out: feed ``Resume`` to this execution soon, from a worker."""
 
@@ -183,12 +232,15 @@ class Finish:
 
 Command = (
     InvokeFunction
+    | SubmitAsync
     | SendToQueue
     | CancelTask
     | StartTimer
     | CancelTimer
     | OpenToken
     | CloseToken
+    | PutValue
+    | DropValues
     | ScheduleResume
     | Finish
 )

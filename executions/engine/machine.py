@@ -16,6 +16,37 @@ Contract
   iteration by the id of its ``BranchEntered``/``IterationEntered`` event.
 * A stale or duplicated event (wrong attempt, closed entry, unknown timer or token, finished
   execution) returns a decision with no events and ``ignored`` set.
+* Commands are carried out in the order given (a ``DropValues`` before a ``PutValue`` under the
+  same prefix leaves the new value).
+* Whatever JSON a flow hands it (inputs, function results, callback outputs, expression results),
+  the engine fails the state (or the execution) with a named error; an exception escaping
+  ``step`` is a bug, which the runtime turns into ``FnF.InternalError``.
+
+Values beside the state
+-----------------------
+The runtime loads and rewrites the whole state on every transition, so the state holds only
+what is bounded by the work in flight. What could grow with a container's size, or is large
+and kept for an execution's or a container's whole life, lives beside it as *values*:
+
+* ``PutValue(key, value)`` stores a value (replacing one stored under that key) and
+  ``DropValues(prefix)`` deletes the keys starting with ``prefix``; the runtime also deletes an
+  execution's values when it ends.
+* ``values`` (an argument of ``step``) is a read-only lookup: given a list of keys it returns
+  ``{key: value}`` for those that are stored (missing keys are absent). The engine reads through
+  it only what it stored in *earlier* steps, asking for all the keys one need covers at once
+  (every result of a container when it completes; the items to start next). Values put during
+  a step are read from the engine's own cache, since the runtime carries out ``PutValue`` only
+  after ``step`` returns.
+* Keys (ASCII, at most 64 characters): ``e<entry>:res:<i>`` the output of branch or iteration
+  ``i``; ``e<entry>:item:<i>`` Map item ``i`` not started in the step that evaluated the items;
+  ``e<entry>:in`` a Parallel's or Map's constructed input; ``x:input`` the execution's input;
+  ``x:root`` a legacy flow's input after its ``inputMappings``. The last three only when their
+  compact JSON is larger than ``Limits.inline_value_bytes`` (smaller ones stay in the state, in
+  the field of the same name; a stored one leaves ``<field>@`` = its key there instead).
+  Everything under ``e<entry>:`` is dropped when the entry closes; results and items also when
+  a Retry re-runs the container.
+* A container keeps, per entry, the number of results collected and their running size, and
+  fails with ``FnF.DataLimitExceeded`` as soon as that passes ``Limits.max_payload_bytes``.
 
 History event types and their ``schedule_event_id``
   ExecutionStarted (0) · StepEntered (→ the scope's entering event) · StepStarted, StepExited,
@@ -28,13 +59,15 @@ History event types and their ``schedule_event_id``
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import events as ev
+from .builtins import type_name
 from .expressions import EvaluationError
 from .graph import FlowGraph, Scope, State, StateKind, TaskMode
 
@@ -48,6 +81,13 @@ ERR_HISTORY_LIMIT = "FnF.HistoryLimitExceeded"
 ERR_WORKER_LOST = "FnF.WorkerLost"
 ERR_INVALID_RESPONSE = "FC.InvalidResponse"
 ERR_INTERNAL = "FnF.InternalError"
+# The error of a Fail state (legacy: fail step) that names none: never an empty error name.
+ERR_FAIL = "FnF.Fail"
+
+# The latest deadline the engine sets: a Wait that would end later fails; a timeout, heartbeat
+# or retry delay that long is cut to it. A year short of ``datetime.max``, so no conversion to
+# another time zone (or the database's own range) can overflow.
+MAX_DUE = datetime(9998, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 RUNNING = "Running"
 SUCCEEDED = "Succeeded"
@@ -62,6 +102,9 @@ class Limits:
     inline_budget: int = 1000
     map_max_concurrency: int = 100
     max_lost_attempts: int = 3
+    # A value kept for a container's or the execution's whole life (their input) stays in the
+    # state up to this size (compact JSON bytes); a larger one is stored beside it (PutValue).
+    inline_value_bytes: int = 1024
 
 
 class StepFailure(Exception):
@@ -79,6 +122,37 @@ def _iso(t: datetime) -> str:
 
 def json_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _size(value: Any, what: str) -> int:
+    """``json_size``, or a StepFailure for a value that cannot be written as JSON text."""
+    try:
+        return json_size(value)
+    except UnicodeEncodeError:
+        problem = "contains a string that is not valid Unicode (a lone surrogate)"
+    except RecursionError:
+        problem = "is nested too deeply"
+    except ValueError:  # the interpreter's limit on the digits of an integer it will print
+        problem = "contains a number with too many digits"
+    except TypeError:
+        problem = "contains a value that is not JSON"
+    raise StepFailure(ERR_RUNTIME, f"{what} {problem}")
+
+
+def _preview(value: Any) -> str:
+    """A short JSON rendering of ``value`` for messages (ASCII, so any string is safe to store)."""
+    try:
+        text = json.dumps(value, ensure_ascii=True)
+    except (ValueError, TypeError, RecursionError):
+        return type_name(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number that is finite (booleans are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def new_state(*, execution_name: str, flow_name: str, input: Any, now: datetime) -> dict:
@@ -106,8 +180,11 @@ def step(
     rng: random.Random | None = None,
     new_token: Callable[[], str] | None = None,
     limits: Limits = Limits(),
+    values: Callable[[list[str]], dict[str, Any]] | None = None,
 ) -> ev.Decision:
-    run = _Run(graph, state, now, rng or random.Random(0), new_token, limits)
+    """Apply ``event``. ``values`` looks up values stored by earlier steps (see the module
+    docstring); without it every such value counts as missing."""
+    run = _Run(graph, state, now, rng or random.Random(0), new_token, limits, values)
     run.handle(event)
     return ev.Decision(state=state, events=run.events, commands=run.commands, ignored=run.ignored)
 
@@ -125,7 +202,7 @@ def abort(
 
     For the runtime's last resort: ``state`` must be the last *stored* state (``step`` may have
     left a half-updated one behind when it raised)."""
-    run = _Run(graph, state, now, random.Random(0), None, limits)
+    run = _Run(graph, state, now, random.Random(0), None, limits, None)
     if not run.running:
         run.ignore(f"the execution is {state['status']}")
     else:
@@ -143,15 +220,23 @@ def matches(rule_errors: tuple[str, ...], error: str) -> bool:
 
 
 def retry_delay(rule, retry_number: int) -> float:
-    """Seconds before retry ``retry_number`` (1-based): interval × rate^(n-1), capped."""
-    delay = rule.interval_seconds * (rule.backoff_rate ** (retry_number - 1))
-    if rule.max_backoff_seconds is not None:
-        delay = min(delay, rule.max_backoff_seconds)
-    return max(0.0, float(delay))
+    """Seconds before retry ``retry_number`` (1-based) of a rule: interval × rate^(n-1), capped
+    by MaxBackoffSeconds; ``math.inf`` when that is beyond floating point (callers cut it to
+    ``MAX_DUE``)."""
+    try:
+        delay = float(rule.interval_seconds) * float(rule.backoff_rate) ** (retry_number - 1)
+    except OverflowError:
+        delay = math.inf
+    cap = rule.max_backoff_seconds
+    if cap is not None and cap < min(delay, 1e300):  # (compared exactly, then safe to convert)
+        delay = float(cap)
+    if math.isnan(delay):  # 0 × inf: a zero interval stays zero
+        delay = 0.0
+    return max(0.0, delay)
 
 
 class _Run:
-    def __init__(self, graph, state, now, rng, new_token, limits):
+    def __init__(self, graph, state, now, rng, new_token, limits, values):
         self.g: FlowGraph = graph
         self.s: dict = state
         self.now: datetime = now
@@ -162,6 +247,11 @@ class _Run:
         self.commands: list = []
         self.ignored: str | None = None
         self.legacy = graph.dialect == "legacy"
+        self.lookup: Callable[[list[str]], dict[str, Any]] | None = values
+        # Values put or read in this step; a key under a prefix dropped in this step is missing
+        # unless put again (the runtime has not deleted it yet when ``lookup`` is asked).
+        self.cache: dict[str, Any] = {}
+        self.dropped: list[str] = []
 
     # ------------------------------------------------------------------ plumbing
 
@@ -192,13 +282,109 @@ class _Run:
     def state_of(self, entry: dict) -> State:
         return self.g.state(self.scope(entry["scope"])["path"], entry["state"])
 
-    def check_size(self, value: Any, what: str) -> None:
-        size = json_size(value)
+    def check_size(self, value: Any, what: str) -> int:
+        """``value``'s size (compact UTF-8 JSON); a StepFailure past the payload limit."""
+        size = _size(value, what)
         if size > self.limits.max_payload_bytes:
             raise StepFailure(
                 ERR_DATA_LIMIT,
                 f"{what} is {size} bytes; the limit is {self.limits.max_payload_bytes} bytes",
             )
+        return size
+
+    def after(self, seconds: float) -> datetime:
+        """``now`` plus ``seconds``, cut to ``MAX_DUE`` (a deadline that far off never comes)."""
+        room = (MAX_DUE - self.now).total_seconds()
+        if seconds != seconds or seconds >= room:  # NaN, or beyond the room (exact for ints)
+            return MAX_DUE
+        return self.now + timedelta(seconds=max(0.0, float(seconds)))
+
+    # ------------------------------------------------------------------ values beside the state
+
+    @staticmethod
+    def entry_key(entry: dict, suffix: str) -> str:
+        return f"e{entry['id']}:{suffix}"
+
+    def put(self, key: str, value: Any, *, owner: dict | None = None) -> None:
+        """Store ``value`` beside the state; ``owner`` (an entry) drops it when it closes."""
+        self.cache[key] = value
+        self.commands.append(ev.PutValue(key, value))
+        if owner is not None:
+            owner["vals"] = 1
+
+    def drop(self, prefix: str) -> None:
+        self.commands.append(ev.DropValues(prefix))
+        for key in [k for k in self.cache if k.startswith(prefix)]:
+            del self.cache[key]
+        self.dropped.append(prefix)
+
+    def release(self, entry: dict) -> None:
+        """The entry is closed: drop every value it stored."""
+        if entry.pop("vals", None):
+            self.drop(self.entry_key(entry, ""))
+
+    def fetch(self, keys: list[str], *, required: bool = False) -> dict[str, Any]:
+        """The stored values of ``keys`` (missing ones absent): this step's cache, then one call
+        of the runtime's lookup for the rest. ``required``: a missing key is an inconsistency
+        between the state and the stored values, not something a flow can cause."""
+        found = {k: self.cache[k] for k in keys if k in self.cache}
+        wanted = [
+            k for k in keys if k not in found and not any(k.startswith(p) for p in self.dropped)
+        ]
+        if wanted and self.lookup is not None:
+            got = self.lookup(wanted)
+            for k in wanted:
+                if k in got:
+                    found[k] = self.cache[k] = got[k]
+        if required and len(found) < len(set(keys)):
+            missing = sorted(set(keys) - set(found))
+            raise LookupError(f"stored values missing: {', '.join(missing[:5])}")
+        return found
+
+    def keep(self, holder: dict, field: str, value: Any, key: str, size: int, owner=None) -> None:
+        """Hold ``value`` as ``holder[field]`` when small, else store it under ``key`` and
+        leave ``holder[field + "@"] = key``."""
+        holder.pop(field + "@", None)
+        if size <= self.limits.inline_value_bytes:
+            holder[field] = value
+            return
+        holder.pop(field, None)
+        holder[field + "@"] = key
+        self.put(key, value, owner=owner)
+
+    def kept(self, holder: dict, field: str) -> Any:
+        """What :meth:`keep` held (None when neither form is there)."""
+        key = holder.get(field + "@")
+        if key is None:
+            return holder.get(field)
+        return self.fetch([key], required=True)[key]
+
+    def exec_input(self) -> Any:
+        return self.kept(self.s["exec"], "input")
+
+    def scope_input(self, scope: dict) -> Any:
+        """A legacy scope's input (the root's may be stored beside the state)."""
+        return self.kept(scope, "input")
+
+    def has_input(self, entry: dict) -> bool:
+        return "input" in entry or "input@" in entry
+
+    def input_of(self, entry: dict) -> Any:
+        """The entry's constructed input, or its raw input while that could not be built."""
+        if self.has_input(entry):
+            return self.kept(entry, "input")
+        return entry.get("raw")
+
+    def set_input(self, entry: dict, st: State, value: Any) -> None:
+        size = self.check_size(value, f"the input of state '{st.name}'")
+        if st.kind in (StateKind.PARALLEL, StateKind.MAP):
+            # A container holds its input for its whole life (every iteration started, its
+            # output, its Catch) and never rebuilds it: a large one is stored beside the state,
+            # and the raw input is no longer needed.
+            entry.pop("raw", None)
+            self.keep(entry, "input", value, self.entry_key(entry, "in"), size, owner=entry)
+        else:
+            entry["input"] = value
 
     @property
     def running(self) -> bool:
@@ -219,7 +405,11 @@ class _Run:
         it = self._iteration(self.scope(entry["scope"]))
         if self.legacy:
             ctx = {
-                "execution": {"name": ex["name"], "input": ex["input"], "startTime": ex["start"]},
+                "execution": {
+                    "name": ex["name"],
+                    "input": self.exec_input(),
+                    "startTime": ex["start"],
+                },
                 "flow": {"name": ex["flow"]},
                 "step": {"name": entry["state"]},
                 "task": {"token": entry.get("token")},
@@ -230,7 +420,7 @@ class _Run:
             return ctx
         current = {
             "Name": entry["state"],
-            "Input": entry.get("input", entry.get("raw")),
+            "Input": self.input_of(entry),
             "RetryCount": entry.get("retries", 0),
             "TaskToken": entry.get("token"),
         }
@@ -244,7 +434,7 @@ class _Run:
         return {
             "Execution": {
                 "Name": ex["name"],
-                "Input": ex["input"],
+                "Input": self.exec_input(),
                 "StartTime": ex["start"],
                 "RoleArn": "",
             },
@@ -274,9 +464,9 @@ class _Run:
         """Variables for expressions a state evaluates against its (constructed) input:
         Choice conditions, Wait seconds, Map items, a Task's request."""
         if self.legacy:
-            return self.legacy_env(entry, input=entry["input"])
+            return self.legacy_env(entry, input=self.input_of(entry))
         return {
-            "Input": entry["input"],
+            "Input": self.input_of(entry),
             "Context": self.context(entry),
             "Global": self.s["globals"],
         }
@@ -284,7 +474,7 @@ class _Run:
     def legacy_env(self, entry: dict, *, input=None, local=None) -> dict:
         scope = self.scope(entry["scope"])
         return {
-            "input": scope["input"] if input is None else input,
+            "input": self.scope_input(scope) if input is None else input,
             "local": scope["local"] if local is None else local,
             "context": self.context(entry),
         }
@@ -331,6 +521,14 @@ class _Run:
             self.ignore("the execution has already started")
             return
         started = self.emit("ExecutionStarted", 0, input=input)
+        ex = self.s["exec"]
+        try:
+            # Kept for the execution's whole life ($Context.Execution.Input).
+            size = _size(input, "the execution's input")
+        except StepFailure as f:
+            self.finish(FAILED, error=f.error, cause=f.cause)
+            return
+        self.keep(ex, "input", input, "x:input", size)
         root = {
             "id": started,
             "path": self.g.root.path,
@@ -341,16 +539,20 @@ class _Run:
         }
         if self.legacy:
             root["local"] = {}
-            root["input"] = input
+            # The root scope's input is the execution's (stored once) unless mapped.
+            for field in ("input", "input@"):
+                if field in ex:
+                    root[field] = ex[field]
             if self.g.input_mappings is not None:
                 fake = {"scope": started, "state": "", "token": None}
                 self.s["scopes"][str(started)] = root
                 try:
-                    root["input"] = self.apply_mappings(
+                    mapped = self.apply_mappings(
                         self.g.input_mappings,
                         {"input": input, "local": {}, "context": self.context(fake)},
                         "inputMappings",
                     )
+                    self.keep(root, "input", mapped, "x:root", _size(mapped, "inputMappings"))
                 except StepFailure as f:
                     self.finish(FAILED, error=f.error, cause=f.cause)
                     return
@@ -399,8 +601,7 @@ class _Run:
             # The token exists before the input is built: mappings and constructors read it.
             entry["token"] = self.make_token(entry)
         try:
-            entry["input"] = self.build_input(entry, st, raw)
-            self.check_size(entry["input"], f"the input of state '{name}'")
+            self.set_input(entry, st, self.build_input(entry, st, raw))
             self.begin(entry, st)
         except StepFailure as f:
             self.fail_entry(entry, f.error, f.cause)
@@ -412,26 +613,33 @@ class _Run:
                 return self.apply_mappings(
                     st.input_mappings, self.legacy_env(entry), f"{st.path}.inputMappings"
                 )
-            merged = dict(scope["input"]) if isinstance(scope["input"], dict) else {}
+            scope_input = self.scope_input(scope)
+            merged = dict(scope_input) if isinstance(scope_input, dict) else {}
             merged.update(scope["local"])
             return merged
         if st.input_constructor is not None:
             env = {"Input": raw, "Context": self.context(entry), "Global": self.s["globals"]}
-            return self.render(st.input_constructor, env, f"{st.path}.InputConstructor")
+            built = self.render(st.input_constructor, env, f"{st.path}.InputConstructor")
+            if not isinstance(built, dict):
+                raise StepFailure(
+                    ERR_RUNTIME,
+                    f"the InputConstructor of state '{st.name}' must build a JSON object, "
+                    f"got {type_name(built)}",
+                )
+            return built
         return raw
 
     def begin(self, entry: dict, st: State) -> None:
         kind = st.kind
-        # A legacy pass/succeed step has an empty $local: with no outputMappings it adds
-        # nothing to its parent's $local.
-        passthrough = {} if self.legacy else entry["input"]
-        if kind is StateKind.PASS:
-            self.complete(entry, passthrough)
-        elif kind is StateKind.SUCCEED:
-            self.complete(entry, passthrough, end_scope=True)
+        if kind in (StateKind.PASS, StateKind.SUCCEED):
+            # A legacy pass/succeed step has an empty $local: with no outputMappings it adds
+            # nothing to its parent's $local.
+            passthrough = {} if self.legacy else self.input_of(entry)
+            self.complete(entry, passthrough, end_scope=kind is StateKind.SUCCEED)
         elif kind is StateKind.FAIL:
             spec = st.fail
-            self.fail_entry(entry, spec.code or "", spec.detail or "", no_catch=True)
+            # Without a Code the error still has a name for Catch rules, history and the API.
+            self.fail_entry(entry, spec.code or ERR_FAIL, spec.detail or "", no_catch=True)
         elif kind is StateKind.CHOICE:
             self.begin_choice(entry, st)
         elif kind is StateKind.WAIT:
@@ -457,18 +665,19 @@ class _Run:
             if value not in (False, None):
                 raise StepFailure(
                     ERR_RUNTIME,
-                    f"condition {branch.condition.text!r} gave {json.dumps(value)[:80]}, "
-                    "not a boolean",
+                    f"condition {branch.condition.text!r} gave {type_name(value)} "
+                    f"{_preview(value)}, not a boolean",
                 )
         if target is None or (target.next is None and target.scope is None):
             # legacy: no branch matched and no default: the step just ends
-            self.complete(entry, {} if self.legacy else entry["input"])
+            self.complete(entry, {} if self.legacy else self.input_of(entry))
         elif target.next is not None:
-            self.complete(entry, {} if self.legacy else entry["input"], next_state=target.next)
+            result = {} if self.legacy else self.input_of(entry)
+            self.complete(entry, result, next_state=target.next)
         else:
             entry["phase"] = "children"
             entry["children"] = []
-            self.open_child_scope(entry, target.scope, "choice", 0, entry["input"])
+            self.open_child_scope(entry, target.scope, "choice", 0, self.input_of(entry))
 
     def begin_wait(self, entry: dict, st: State) -> None:
         spec = st.wait
@@ -477,9 +686,19 @@ class _Run:
             seconds = spec.seconds
             if spec.seconds_expr is not None:
                 seconds = self.evaluate(spec.seconds_expr, env, f"{st.path}.Seconds")
-            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            if not _is_number(seconds) or seconds < 0:
                 raise StepFailure(
-                    ERR_RUNTIME, f"Wait seconds must be a number ≥ 0, got {seconds!r}"
+                    ERR_RUNTIME,
+                    f"Wait seconds must be a number ≥ 0, got {type_name(seconds)} "
+                    f"{_preview(seconds)}",
+                )
+            # Compared before any conversion: an integer of hundreds of digits must not reach
+            # float() or timedelta(), which would raise OverflowError.
+            if seconds > (MAX_DUE - self.now).total_seconds():
+                raise StepFailure(
+                    ERR_RUNTIME,
+                    f"a Wait of {_preview(seconds)} seconds would end after {_iso(MAX_DUE)}, "
+                    "the latest time a flow can wait for",
                 )
             due = self.now + timedelta(seconds=float(seconds))
         else:
@@ -487,9 +706,16 @@ class _Run:
             if spec.timestamp_expr is not None:
                 stamp = self.evaluate(spec.timestamp_expr, env, f"{st.path}.Timestamp")
             due = _parse_timestamp(stamp)
+            if due > MAX_DUE:
+                raise StepFailure(
+                    ERR_RUNTIME,
+                    f"Wait timestamp {_preview(stamp)} is after {_iso(MAX_DUE)}, "
+                    "the latest time a flow can wait for",
+                )
         if due <= self.now:
-            self.complete(entry, entry["input"] if not self.legacy else {})
+            self.complete(entry, self.input_of(entry) if not self.legacy else {})
             return
+        due = due.astimezone(UTC)  # (safe now: a year of room before datetime.max)
         self.emit("StepStarted", entry["id"], entry["state"], until=_iso(due))
         key = f"wait:{entry['id']}"
         entry["phase"] = "wait"
@@ -499,17 +725,21 @@ class _Run:
 
     # ------------------------------------------------------------------ tasks
 
-    def schedule_attempt(self, entry: dict, st: State) -> None:
+    def schedule_attempt(self, entry: dict, st: State, *, rerun: bool = False) -> None:
+        """Start the next attempt of a Task. ``rerun``: the same logical attempt again, after
+        its worker was lost (same idempotency key)."""
         spec = st.task
         entry["attempt"] += 1
         attempt = entry["attempt"]
+        if not rerun:
+            entry["try"] = entry.get("try", 0) + 1
         callback = spec.mode is TaskMode.CUSTOM_CALLBACK
         if callback and attempt > 1:
             # Each attempt gets its own token, so a late report for an earlier attempt
             # cannot complete a later one; the input (which may carry it) is rebuilt.
             self.close_token(entry)
             entry["token"] = self.make_token(entry)
-            entry["input"] = self.build_input(entry, st, entry["raw"])
+            self.set_input(entry, st, self.build_input(entry, st, entry["raw"]))
         payload = self.task_payload(entry, st)
         self.check_size(payload, f"the request of task '{st.name}'")
         target = spec.function if spec.target == "function" else spec.queue
@@ -526,9 +756,23 @@ class _Run:
         entry["sched"] = sched
         entry["phase"] = "task"
         entry["timers"] = []
+        if spec.target == "queue" and not callback:
+            # A message with nobody to wait for: the task is done once it is sent.
+            self.commands.append(ev.SendToQueue(entry["id"], attempt, spec.queue, payload))
+            self.emit("TaskSucceeded", sched, st.name, output={})
+            entry["phase"] = "done"
+            self.task_done(entry, st, {})
+            return
+        if (
+            spec.target == "function"
+            and spec.invocation == "async"
+            and spec.mode is TaskMode.REQUEST
+        ):
+            self.submit_async(entry, st, payload)
+            return
         if spec.timeout_seconds:
             key = f"timeout:{entry['id']}:{attempt}"
-            self.start_timer(entry, key, self.now + timedelta(seconds=spec.timeout_seconds))
+            self.start_timer(entry, key, self.after(spec.timeout_seconds))
         if callback:
             self.s["tokens"][entry["token"]] = entry["id"]
             self.commands.append(ev.OpenToken(entry["token"], entry["id"], st.name))
@@ -536,11 +780,7 @@ class _Run:
             self.commands.append(
                 ev.SendToQueue(entry["id"], attempt, spec.queue, payload, entry.get("token"))
             )
-            if callback:
-                self.submitted(entry, st, {"queue": spec.queue})
-            else:
-                self.emit("TaskSucceeded", sched, st.name, output={})
-                self.task_done(entry, st, {})
+            self.submitted(entry, st, {"queue": spec.queue})
             return
         self.commands.append(
             ev.InvokeFunction(
@@ -553,8 +793,33 @@ class _Run:
                 mode=str(spec.mode),
                 timeout_seconds=spec.timeout_seconds,
                 token=entry.get("token"),
+                # Lost-worker re-runs keep the number; a Retry moves it on.
+                idempotency_key=f"{entry['id']}.{entry['try']}",
             )
         )
+
+    def submit_async(self, entry: dict, st: State, payload: Any) -> None:
+        """``invocationType: Async`` under ``RequestComplete``: the runtime runs the function
+        detached (``SubmitAsync``) and the Task completes now, its raw output the submit
+        acknowledgement. History: TaskScheduled, TaskSubmitted (``taskId``), TaskSucceeded."""
+        # Unique per execution and transition (rng is seeded from both), and a valid FC task
+        # id: a letter, then hex digits.
+        task_id = f"t{self.rng.getrandbits(128):032x}"
+        self.commands.append(
+            ev.SubmitAsync(
+                entry=entry["id"],
+                attempt=entry["attempt"],
+                function=st.task.function,
+                event=payload,
+                task_id=task_id,
+                state_name=st.name,
+            )
+        )
+        ack = {"Body": "", "StatusCode": 202, "Headers": {"x-fc-async-task-id": task_id}}
+        self.emit("TaskSubmitted", entry["sched"], st.name, taskId=task_id)
+        self.emit("TaskSucceeded", entry["sched"], st.name, output=ack)
+        entry["phase"] = "done"
+        self.task_done(entry, st, ack)
 
     def task_payload(self, entry: dict, st: State) -> Any:
         spec = st.task
@@ -565,9 +830,9 @@ class _Run:
                 if isinstance(params, dict) and "MessageBody" in params:
                     return params["MessageBody"]
                 return params
-            return entry["input"]
+            return self.input_of(entry)
         if spec.body is None:
-            return entry["input"]
+            return self.input_of(entry)
         return self.render(spec.body, self.state_env(entry), f"{st.path}.Parameters.body")
 
     def make_token(self, entry: dict) -> str:
@@ -651,7 +916,7 @@ class _Run:
         entry["phase"] = "callback"
         if st.task.heartbeat_seconds:
             key = f"heartbeat:{entry['id']}"
-            self.start_timer(entry, key, self.now + timedelta(seconds=st.task.heartbeat_seconds))
+            self.start_timer(entry, key, self.after(st.task.heartbeat_seconds))
 
     def task_done(self, entry: dict, st: State, output: Any) -> None:
         """The task's raw result is in: shape it and leave the state."""
@@ -664,8 +929,7 @@ class _Run:
             if not isinstance(local, dict):
                 raise StepFailure(
                     ERR_INVALID_RESPONSE,
-                    "a legacy task step needs a JSON object as its result, "
-                    f"got {type(local).__name__}",
+                    f"a legacy task step needs a JSON object as its result, got {type_name(local)}",
                 )
             self.complete(entry, local)
         else:
@@ -685,7 +949,7 @@ class _Run:
             # without spending the state's Retry budget, up to a bound so a handler that kills
             # its worker every time (a poison task) still ends.
             try:
-                self.schedule_attempt(entry, st)
+                self.schedule_attempt(entry, st, rerun=True)
             except StepFailure as f:
                 self.fail_entry(entry, f.error, f.cause)
             return
@@ -703,7 +967,7 @@ class _Run:
         if isinstance(event, ev.CallbackHeartbeat):
             if st.task.heartbeat_seconds:
                 key = f"heartbeat:{entry['id']}"
-                due = self.now + timedelta(seconds=st.task.heartbeat_seconds)
+                due = self.after(st.task.heartbeat_seconds)
                 self.s["timers"][key] = entry["id"]
                 if key not in entry.setdefault("timers", []):
                     entry["timers"].append(key)
@@ -744,10 +1008,10 @@ class _Run:
         kind = key.split(":", 1)[0]
         try:
             if kind == "wait":
-                self.complete(entry, {} if self.legacy else entry["input"])
+                self.complete(entry, {} if self.legacy else self.input_of(entry))
             elif kind == "retry":
-                if "input" not in entry:  # the InputConstructor itself had failed
-                    entry["input"] = self.build_input(entry, st, entry["raw"])
+                if not self.has_input(entry):  # the InputConstructor itself had failed
+                    self.set_input(entry, st, self.build_input(entry, st, entry["raw"]))
                 if st.kind is StateKind.TASK:
                     self.schedule_attempt(entry, st)
                 else:
@@ -798,13 +1062,20 @@ class _Run:
         self.s["queue"].append(["enter", sid, scope_def.start_at, input])
         return sid
 
-    def begin_parallel(self, entry: dict, st: State) -> None:
+    def begin_children(self, entry: dict, total: int) -> None:
         entry["phase"] = "children"
         entry["children"] = []
-        entry["results"] = {}
-        entry["total"] = len(st.branches)
+        entry["total"] = total
+        # Results are stored beside the state as they arrive; the state keeps how many there
+        # are and their running size, so the size limit is checked as they come in.
+        entry["done"] = 0
+        entry["bytes"] = 0
+
+    def begin_parallel(self, entry: dict, st: State) -> None:
+        self.begin_children(entry, len(st.branches))
+        input = self.input_of(entry)
         for i, branch in enumerate(st.branches):
-            self.open_child_scope(entry, branch, "branch", i, entry["input"])
+            self.open_child_scope(entry, branch, "branch", i, input)
 
     def begin_map(self, entry: dict, st: State) -> None:
         spec = st.map
@@ -812,40 +1083,51 @@ class _Run:
         if not isinstance(items, list):
             raise StepFailure(
                 ERR_RUNTIME,
-                f"the items expression {spec.items.text!r} gave {type(items).__name__}, "
-                "not an array",
+                f"the items expression {spec.items.text!r} gave {type_name(items)}, not an array",
             )
-        entry["phase"] = "children"
-        entry["children"] = []
-        entry["results"] = {}
-        entry["total"] = len(items)
-        entry["items"] = items
+        self.begin_children(entry, len(items))
         entry["next_item"] = 0
         if not items:
             self.complete(entry, self.container_result(entry, st))
             return
-        self.fill_iterations(entry)
+        self.fill_iterations(entry, items)
+        if self.entry(entry["id"]) is entry and entry.get("phase") == "children":
+            # The items that must wait for a free slot wait beside the state, one value each:
+            # starting one reads one, and no transition rewrites the rest.
+            for i in range(entry["next_item"], len(items)):
+                self.put(self.entry_key(entry, f"item:{i}"), items[i], owner=entry)
 
-    def fill_iterations(self, entry: dict) -> None:
+    def fill_iterations(self, entry: dict, items: list | None = None) -> None:
+        """Start iterations up to the Map's concurrency; ``items``: all of them, when this step
+        evaluated them (else the ones to start are read back, in one lookup)."""
         st = self.state_of(entry)
         spec = st.map
         cap = min(
             spec.max_concurrency or self.limits.map_max_concurrency, self.limits.map_max_concurrency
         )
-        while entry["next_item"] < entry["total"] and len(entry["children"]) < cap:
-            i = entry["next_item"]
+        first = entry["next_item"]
+        indices = range(first, min(entry["total"], first + cap - len(entry["children"])))
+        if not indices:
+            return
+        if items is None:
+            keys = [self.entry_key(entry, f"item:{i}") for i in indices]
+            found = self.fetch(keys, required=True)
+            batch = [found[k] for k in keys]
+        else:
+            batch = items[indices.start : indices.stop]
+        for i, item in zip(indices, batch, strict=True):
             entry["next_item"] = i + 1
-            item = entry["items"][i]
             try:
                 if self.legacy:
-                    base = dict(entry["input"]) if isinstance(entry["input"], dict) else {}
+                    parent_input = self.input_of(entry)
+                    base = dict(parent_input) if isinstance(parent_input, dict) else {}
                     base[spec.item_key] = item
                     if spec.index_key:
                         base[spec.index_key] = i
                     child_input = base
                 elif spec.item_constructor is not None:
                     env = {
-                        "Input": entry["input"],
+                        "Input": self.input_of(entry),
                         "Item": item,
                         "Context": self.context(entry),
                         "Global": self.s["globals"],
@@ -860,12 +1142,29 @@ class _Run:
                 self.fail_entry(entry, f.error, f.cause)
                 return
             self.open_child_scope(entry, spec.processor, "iteration", i, child_input, item=item)
-        if entry["next_item"] >= entry["total"]:
-            entry.pop("items", None)  # no longer needed; keep the state small
+
+    def collect(self, entry: dict, st: State, index: int, output: Any) -> None:
+        """Store the output of branch or iteration ``index`` beside the state, failing the
+        container as soon as the outputs so far pass the payload limit: their sizes plus one
+        separator each never exceed the size of the result they add up to."""
+        what = "branch" if st.kind is StateKind.PARALLEL else "iteration"
+        size = _size(output, f"the output of {what} {index} of '{st.name}'")
+        entry["done"] += 1
+        entry["bytes"] += size + 1
+        limit = self.limits.max_payload_bytes
+        if entry["bytes"] > limit:
+            raise StepFailure(
+                ERR_DATA_LIMIT,
+                f"the results of '{st.name}' reached {entry['bytes']} bytes with "
+                f"{entry['done']} of {entry['total']} {what} outputs in; "
+                f"the limit is {limit} bytes",
+            )
+        self.put(self.entry_key(entry, f"res:{index}"), output, owner=entry)
 
     def container_result(self, entry: dict, st: State) -> Any:
-        results = entry["results"]
-        ordered = [results.get(str(i)) for i in range(entry["total"])]
+        keys = [self.entry_key(entry, f"res:{i}") for i in range(entry["total"])]
+        found = self.fetch(keys, required=True)
+        ordered = [found[k] for k in keys]
         if self.legacy:
             return ordered  # becomes the step's $local
         if st.kind is StateKind.PARALLEL:
@@ -886,7 +1185,7 @@ class _Run:
                     output = self.apply_mappings(
                         self.g.output_mappings,
                         {
-                            "input": scope["input"],
+                            "input": self.scope_input(scope),
                             "local": scope["local"],
                             "context": self.context(fake),
                         },
@@ -908,11 +1207,11 @@ class _Run:
                 return
             type_ = "BranchExited" if scope["kind"] == "branch" else "IterationExited"
             self.emit(type_, parent["id"], parent["state"], index=scope["index"], output=output)
-            parent["results"][str(scope["index"])] = output
+            self.collect(parent, st, scope["index"], output)
             if st.kind is StateKind.MAP and parent["next_item"] < parent["total"]:
                 self.s["queue"].append(["start_child", parent["id"]])
                 return
-            if not parent["children"] and len(parent["results"]) == parent["total"]:
+            if not parent["children"] and parent["done"] == parent["total"]:
                 result = self.container_result(parent, st)
                 self.check_size(result, f"the combined result of '{st.name}'")
                 self.complete(parent, result)
@@ -970,6 +1269,8 @@ class _Run:
             self.cancel_scope(sid, emit=emit)
         if emit:
             self.emit("StepExited", entry["id"], entry["state"], cancelled=True)
+            # (Not when the execution ends: the runtime deletes all its values then.)
+            self.release(entry)
 
     # ------------------------------------------------------------------ leaving states
 
@@ -988,14 +1289,14 @@ class _Run:
             if st.output_mappings is not None:
                 return self.apply_mappings(
                     st.output_mappings,
-                    self.legacy_env(entry, input=entry["input"], local=result),
+                    self.legacy_env(entry, input=self.input_of(entry), local=result),
                     f"{st.path}.outputMappings",
                 )
             if st.kind in (StateKind.PARALLEL, StateKind.MAP):
                 return {}
             return result if isinstance(result, dict) else {}
         env = {
-            "Input": entry["input"],
+            "Input": self.input_of(entry),
             "Output": result,
             "Context": self.context(entry, output=result),
             "Global": self.s["globals"],
@@ -1003,6 +1304,12 @@ class _Run:
         output = result
         if st.output_constructor is not None:
             output = self.render(st.output_constructor, env, f"{st.path}.OutputConstructor")
+        if not isinstance(output, dict):
+            # Every CloudFlow state's output is a JSON object (FDL reference 1.6).
+            raise StepFailure(
+                ERR_RUNTIME,
+                f"the output of state '{st.name}' must be a JSON object, got {type_name(output)}",
+            )
         if st.global_constructor is not None:
             # $Global inside OutputConstructor is the value before this state's own update.
             update = self.render(st.global_constructor, env, f"{st.path}.GlobalConstructor")
@@ -1017,6 +1324,7 @@ class _Run:
     def leave(self, entry: dict, st: State, output: Any, *, next_state: str | None) -> None:
         self.emit("StepExited", entry["id"], st.name, output=output, next=next_state)
         del self.s["entries"][str(entry["id"])]
+        self.release(entry)
         scope = self.scope(entry["scope"])
         scope["active"] = None
         if self.legacy:
@@ -1033,15 +1341,22 @@ class _Run:
         """The state failed: retry it, catch the error, or fail its scope — in that order."""
         st = self.state_of(entry)
         if not no_catch:
-            for rule in st.retry:
+            for index, rule in enumerate(st.retry):
                 if matches(rule.errors, error):
-                    if entry["retries"] < rule.max_attempts:
+                    # Each rule has its own count (its budget and its back-off); the entry's
+                    # total is $Context.Current.RetryCount.
+                    counts = entry.setdefault("rule_retries", {})
+                    done = counts.get(str(index), 0)
+                    if done < rule.max_attempts:
+                        counts[str(index)] = done + 1
                         entry["retries"] += 1
-                        delay = retry_delay(rule, entry["retries"])
                         entry["phase"] = "retry"
                         entry["last_error"] = [error, cause]
+                        if entry.get("vals"):  # a container re-runs whole: fresh items, results
+                            self.drop(self.entry_key(entry, "res:"))
+                            self.drop(self.entry_key(entry, "item:"))
                         key = f"retry:{entry['id']}:{entry['retries']}"
-                        self.start_timer(entry, key, self.now + timedelta(seconds=delay))
+                        self.start_timer(entry, key, self.after(retry_delay(rule, done + 1)))
                         return
                     break  # only the first matching rule counts
         self.emit("StepFailed", entry["id"], st.name, error=error, cause=cause)
@@ -1049,14 +1364,16 @@ class _Run:
         scope = self.scope(entry["scope"])
         scope["active"] = None
         catch = None if no_catch else next((c for c in st.catch if matches(c.errors, error)), None)
+        output = None
+        if catch is not None:
+            try:
+                output = self.catch_output(entry, st, catch, error, cause)
+                self.check_size(output, f"the Catch output of '{st.name}'")
+            except StepFailure as f:
+                catch, error, cause = None, f.error, f.cause
+        self.release(entry)  # (only now: the Catch output may read the entry's input)
         if catch is None:
             self.fail_scope(scope, error, cause)
-            return
-        try:
-            output = self.catch_output(entry, st, catch, error, cause)
-            self.check_size(output, f"the Catch output of '{st.name}'")
-        except StepFailure as f:
-            self.fail_scope(scope, f.error, f.cause)
             return
         if self.legacy:
             local = dict(scope["local"])
@@ -1071,18 +1388,28 @@ class _Run:
             return self.apply_mappings(
                 st.error_mappings,
                 self.legacy_env(
-                    entry, input=entry.get("input"), local={"error": error, "cause": cause}
+                    entry,
+                    input=self.input_of(entry) if self.has_input(entry) else None,
+                    local={"error": error, "cause": cause},
                 ),
                 f"{st.path}.errorMappings",
             )
         if catch.output_constructor is None:
             return {"Error": error, "Cause": cause}
         env = {
-            "Input": entry.get("input", entry.get("raw")),
+            "Input": self.input_of(entry),
             "Context": self.context(entry, error=(error, cause)),
             "Global": self.s["globals"],
         }
-        return self.render(catch.output_constructor, env, f"{catch.path}.OutputConstructor")
+        output = self.render(catch.output_constructor, env, f"{catch.path}.OutputConstructor")
+        if not isinstance(output, dict):
+            # It becomes the next state's input in place of the failed state's output.
+            raise StepFailure(
+                ERR_RUNTIME,
+                f"the Catch OutputConstructor of state '{st.name}' must build a JSON object, "
+                f"got {type_name(output)}",
+            )
+        return output
 
     # ------------------------------------------------------------------ the end
 
@@ -1114,14 +1441,19 @@ class _Run:
 
 def _parse_timestamp(value: Any) -> datetime:
     if not isinstance(value, str):
-        raise StepFailure(ERR_RUNTIME, f"Wait timestamp must be an RFC 3339 string, got {value!r}")
+        raise StepFailure(
+            ERR_RUNTIME,
+            f"Wait timestamp must be an RFC 3339 string, got {type_name(value)} {_preview(value)}",
+        )
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise StepFailure(ERR_RUNTIME, f"Wait timestamp {value!r} is not RFC 3339") from None
+    except (ValueError, OverflowError):
+        raise StepFailure(
+            ERR_RUNTIME, f"Wait timestamp {_preview(value)} is not RFC 3339"
+        ) from None
     if parsed.tzinfo is None:
-        raise StepFailure(ERR_RUNTIME, f"Wait timestamp {value!r} has no time zone")
+        raise StepFailure(ERR_RUNTIME, f"Wait timestamp {_preview(value)} has no time zone")
     return parsed

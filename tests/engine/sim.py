@@ -1,7 +1,9 @@
 """An in-memory runtime for the pure engine: a fake clock, fake functions, no database.
 
 It carries out the engine's commands the way ``executions/runtime/`` does, but in memory and
-deterministically, so tests can assert whole histories (and golden files can pin them).
+deterministically, so tests can assert whole histories (and golden files can pin them). Like
+the database, it keeps the state and the values beside it as JSON text between steps (so a
+test sees what a transition would write), and it counts what it writes.
 """
 
 from __future__ import annotations
@@ -47,12 +49,24 @@ class Sim:
         self.finished: ev.Finish | None = None
         self.ignored: list[str] = []
         self._tokens = 0
+        self.values: dict[str, str] = {}  # key -> JSON text, as the runtime's rows
+        self.lookups: list[list[str]] = []  # each call of the engine's ``values`` lookup
+        self.submitted: list[ev.SubmitAsync] = []
+        self.steps = 0  # transitions written (ignored events write nothing)
+        self.state_bytes = 0  # JSON text of the state written over all transitions
+        self.value_bytes = 0  # JSON text of the values written
+        self.max_state_bytes = 0
+        self._stored: str | None = None
 
     # -- engine plumbing
 
     def _token(self) -> str:
         self._tokens += 1
         return f"tok{self._tokens}"
+
+    def _lookup(self, keys: list[str]) -> dict[str, Any]:
+        self.lookups.append(list(keys))
+        return {k: json.loads(self.values[k]) for k in keys if k in self.values}
 
     def feed(self, event) -> ev.Decision:
         d = step(
@@ -63,10 +77,22 @@ class Sim:
             rng=random.Random(7),
             new_token=self._token,
             limits=self.limits,
+            values=self._lookup,
         )
-        self.state = d.state
         if d.ignored:
             self.ignored.append(d.ignored)
+            # The runtime stores nothing for an ignored event: the next step sees the last
+            # stored state, whatever this one did to its copy.
+            if self._stored is not None:
+                d.state = json.loads(self._stored)
+        else:
+            self._stored = json.dumps(d.state)
+            self.steps += 1
+            self.state_bytes += len(self._stored)
+            self.max_state_bytes = max(self.max_state_bytes, len(self._stored))
+            # The next step gets the state as the runtime would load it, sharing nothing.
+            d.state = json.loads(self._stored)
+        self.state = d.state
         self.history.extend(d.events)
         for c in d.commands:
             self._apply(c)
@@ -87,10 +113,21 @@ class Sim:
             self.tokens.pop(c.token, None)
         elif isinstance(c, ev.SendToQueue):
             self.queue.append(c)
+        elif isinstance(c, ev.SubmitAsync):
+            self.submitted.append(c)
+        elif isinstance(c, ev.PutValue):
+            assert c.key.isascii() and len(c.key) <= 64, c.key
+            text = json.dumps(c.value)
+            self.value_bytes += len(text)
+            self.values[c.key] = text
+        elif isinstance(c, ev.DropValues):
+            for key in [k for k in self.values if k.startswith(c.prefix)]:
+                del self.values[key]
         elif isinstance(c, ev.ScheduleResume):
             self.resume = True
         elif isinstance(c, ev.Finish):
             self.finished = c
+            self.values.clear()  # the runtime deletes an ended execution's values
         else:  # pragma: no cover
             raise TypeError(c)
 
