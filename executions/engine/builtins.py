@@ -43,6 +43,7 @@ import hashlib
 import json
 import math
 import random
+import sys
 import uuid as _uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,7 +54,10 @@ __all__ = [
     "BUILTINS",
     "Builtin",
     "BuiltinError",
+    "EvalBudget",
     "EvalContext",
+    "JsonValueError",
+    "check_json_value",
     "copy_json",
     "dumps_json",
     "is_integer",
@@ -72,7 +76,9 @@ MAX_VALUE_DEPTH = 200
 MIN_INT = -(2**63)
 MAX_INT = 2**63 - 1
 
-# regexMatchString limits. The matcher is linear in the input, but Python-speed linear.
+# regexMatchString limits. The matcher is linear in the input, but Python-speed linear, so its
+# work counts _REGEX_UNIT budget units per thread step (about the CPU of other units).
+_REGEX_UNIT = 2
 MAX_REGEX_PATTERN_LENGTH = 1000
 MAX_REGEX_INPUT_LENGTH = 100_000
 MAX_REGEX_PROGRAM_SIZE = 10_000
@@ -142,33 +148,26 @@ def number_result(value: int | float) -> int | float:
     return check_int(value)
 
 
-class EvalContext:
-    """Per-evaluation state handed to built-ins: the clock, the RNG and the work budget.
+class EvalBudget:
+    """A work allowance that several evaluations can share.
 
-    Two counters bound one evaluation: ``steps`` (AST nodes visited, including the per-element
-    walks of a legacy ``[*]`` wildcard) and ``work`` (data units: one per array element or
-    object member built, copied, compared or serialised, one per 64 characters of string
-    produced or scanned). Single produced strings and arrays are capped as well.
+    Two counters: ``steps`` (syntax nodes visited, including the per-element walks of a legacy
+    ``[*]`` wildcard) and ``work`` (data units: one per array element or object member built,
+    copied, compared or serialised, one per 64 characters of string produced or scanned, and
+    more for the costlier units such as regex matching). Going past either raises
+    :class:`BuiltinError` ("evaluation budget exceeded"), which surfaces as ``EvaluationError``.
+
+    The interpreter hands one budget to every expression, template and mapping it evaluates
+    for one state entry in one engine step, so the CPU a state entry can spend does not grow
+    with the number of expressions its definition holds. Charges are deterministic (they never
+    depend on caches or timing), so a replayed transition runs out of budget at the same point.
     """
 
-    __slots__ = ("now", "rng", "max_steps", "max_work", "max_string", "max_array", "steps", "work")
+    __slots__ = ("max_steps", "max_work", "steps", "work")
 
-    def __init__(
-        self,
-        *,
-        now: datetime,
-        rng: random.Random,
-        max_steps: int = 100_000,
-        max_work: int = 1_000_000,
-        max_string: int = 1 << 20,
-        max_array: int = 100_000,
-    ) -> None:
-        self.now = now
-        self.rng = rng
+    def __init__(self, *, max_steps: int = 100_000, max_work: int = 1_000_000) -> None:
         self.max_steps = max_steps
         self.max_work = max_work
-        self.max_string = max_string
-        self.max_array = max_array
         self.steps = 0
         self.work = 0
 
@@ -185,6 +184,43 @@ class EvalContext:
             raise BuiltinError(
                 f"evaluation budget exceeded (more than {self.max_work} units of work)"
             )
+
+    def __repr__(self) -> str:
+        return f"EvalBudget(steps={self.steps}/{self.max_steps}, work={self.work}/{self.max_work})"
+
+
+class EvalContext:
+    """Per-evaluation state handed to built-ins: the clock, the RNG, size caps, and the
+    :class:`EvalBudget` the evaluation charges (a fresh one of ``max_steps``/``max_work`` when
+    none is given). Single produced strings and arrays are capped as well.
+    """
+
+    __slots__ = ("now", "rng", "budget", "max_string", "max_array")
+
+    def __init__(
+        self,
+        *,
+        now: datetime,
+        rng: random.Random,
+        budget: EvalBudget | None = None,
+        max_steps: int = 100_000,
+        max_work: int = 1_000_000,
+        max_string: int = 1 << 20,
+        max_array: int = 100_000,
+    ) -> None:
+        self.now = now
+        self.rng = rng
+        self.budget = (
+            budget if budget is not None else EvalBudget(max_steps=max_steps, max_work=max_work)
+        )
+        self.max_string = max_string
+        self.max_array = max_array
+
+    def step(self) -> None:
+        self.budget.step()
+
+    def charge(self, units: int) -> None:
+        self.budget.charge(units)
 
     def check_string_length(self, length: int) -> None:
         """Call *before* building a string of ``length`` characters."""
@@ -216,10 +252,16 @@ def copy_json(value: Any, ctx: EvalContext | None = None, _depth: int = 0) -> An
 
     Also validates: tuples become lists; object keys must be strings; floats must be finite;
     anything that is not JSON raises :class:`BuiltinError`. With ``ctx`` it charges one unit
-    per element, which is what stops a result built from many references to one large value
-    (``toArray($Input.big, $Input.big, …)``) from being expanded without limit.
+    per element and per 64 characters of string, which is what stops a result built from many
+    references to one large value (``toArray($Input.big, $Input.big, …)``) from being expanded
+    (or later serialised) without limit.
     """
-    if type(value) in _PLAIN_SCALARS:
+    kind = type(value)
+    if kind is str:
+        if ctx is not None and len(value) >= 64:
+            ctx.charge(len(value) >> 6)
+        return value
+    if kind in _PLAIN_SCALARS:
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -232,20 +274,40 @@ def copy_json(value: Any, ctx: EvalContext | None = None, _depth: int = 0) -> An
     if isinstance(value, (list, tuple)):
         if ctx is not None:
             ctx.charge(len(value) + 1)
-        return [
-            item if type(item) in _PLAIN_SCALARS else copy_json(item, ctx, _depth + 1)
-            for item in value
-        ]
+        items: list[Any] = []
+        text = 0  # characters of the strings copied, charged at the end
+        for item in value:
+            kind = type(item)
+            if kind is str:
+                text += len(item)
+                items.append(item)
+            elif kind in _PLAIN_SCALARS:
+                items.append(item)
+            else:
+                items.append(copy_json(item, ctx, _depth + 1))
+        if ctx is not None and text >= 64:
+            ctx.charge(text >> 6)
+        return items
     if isinstance(value, dict):
         if ctx is not None:
             ctx.charge(len(value) + 1)
         out: dict[str, Any] = {}
+        text = 0
         for key, item in value.items():
             if not isinstance(key, str):
-                raise BuiltinError(f"not a JSON value: object key {key!r} is not a string")
-            out[key] = item if type(item) in _PLAIN_SCALARS else copy_json(item, ctx, _depth + 1)
+                raise BuiltinError("not a JSON value: an object key is not a string")
+            kind = type(item)
+            if kind is str:
+                text += len(item)
+                out[key] = item
+            elif kind in _PLAIN_SCALARS:
+                out[key] = item
+            else:
+                out[key] = copy_json(item, ctx, _depth + 1)
+        if ctx is not None and text >= 64:
+            ctx.charge(text >> 6)
         return out
-    raise BuiltinError(f"not a JSON value: {type(value).__name__}")
+    raise BuiltinError(f"not a JSON value: {type_name(value)}")
 
 
 def json_equal(a: Any, b: Any, ctx: EvalContext | None = None, _depth: int = 0) -> bool:
@@ -323,7 +385,7 @@ def _json_key(value: Any, ctx: EvalContext, _depth: int = 0) -> Any:
     if isinstance(value, dict):
         ctx.charge(2 * len(value) + 1)
         return ("o", frozenset((k, _json_key(v, ctx, _depth + 1)) for k, v in value.items()))
-    raise BuiltinError(f"not a JSON value: {type(value).__name__}")
+    raise BuiltinError(f"not a JSON value: {type_name(value)}")
 
 
 def _measure(value: Any, ctx: EvalContext, _depth: int = 0) -> int:
@@ -351,6 +413,133 @@ def _measure(value: Any, ctx: EvalContext, _depth: int = 0) -> int:
         ctx.charge(len(value) + 1)
         return 2 + sum(len(k) + 4 + _measure(v, ctx, _depth + 1) for k, v in value.items())
     return 8
+
+
+# The largest integer a JSON value may hold: one a double can still represent (about 1.8e308).
+# Past it ``int + float`` raises OverflowError and most JSON tools lose the number.
+MAX_JSON_INTEGER = int(sys.float_info.max)
+
+
+class JsonValueError(ValueError):
+    """A value is not acceptable JSON data. ``path`` lists the keys and indexes leading to the
+    offending part (outermost first); ``kind`` is what is wrong: ``"type"``, ``"text"`` (a
+    string that is not valid Unicode), ``"number"``, ``"depth"``, ``"string"`` (too long),
+    ``"array"`` (too many members) or ``"nodes"`` (too many values in all)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.path: list[str | int] = []
+
+    def where(self, root: str = "") -> str:
+        """The path as text: ``root.items[3]["a b"]``."""
+        out = [root]
+        for key in self.path:
+            if isinstance(key, int):
+                out.append(f"[{key}]")
+            elif key.isidentifier():
+                out.append(f".{key}" if out != [""] else key)
+            else:
+                out.append(f"[{json.dumps(key, ensure_ascii=False)}]")
+        return "".join(out)
+
+
+def check_json_value(
+    value: Any,
+    *,
+    max_depth: int = MAX_VALUE_DEPTH,
+    max_nodes: int | None = None,
+    max_string: int | None = None,
+    max_array: int | None = None,
+) -> int:
+    """Check in one walk that ``value`` is plain JSON data flowsite can store and evaluate.
+
+    Refused (as :class:`JsonValueError`): anything but ``dict`` (string keys), ``list``,
+    ``str``, ``int``, ``float``, ``bool`` and ``None``; strings that are not valid Unicode
+    (lone surrogates such as ``"\\ud800"``, which cannot be encoded as UTF-8); NaN and
+    infinities; integers beyond :data:`MAX_JSON_INTEGER`; nesting deeper than ``max_depth``;
+    and, when given, more than ``max_nodes`` values in all, strings longer than
+    ``max_string`` characters and arrays or objects of more than ``max_array`` members.
+    Returns the number of values. The walk stops at the first problem, so its cost is
+    bounded by ``max_nodes`` and ``max_depth`` whatever the value.
+    """
+    counter = [0]
+    _check_json(value, 0, counter, max_depth, max_nodes, max_string, max_array)
+    return counter[0] + 1
+
+
+def _check_json_text(text: str, max_string: int | None) -> None:
+    if max_string is not None and len(text) > max_string:
+        raise JsonValueError(
+            f"string too long ({len(text)} characters; the limit is {max_string})", "string"
+        )
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise JsonValueError(
+                "a string is not valid Unicode (it holds a lone surrogate such as \\ud800)",
+                "text",
+            ) from None
+
+
+def _check_json_scalar(value: Any, max_string: int | None) -> bool:
+    """Check a scalar; False when ``value`` is a container (or not JSON at all)."""
+    kind = type(value)
+    if kind is str:
+        _check_json_text(value, max_string)
+    elif kind is int:
+        if not -MAX_JSON_INTEGER <= value <= MAX_JSON_INTEGER:
+            raise JsonValueError("number out of range (larger than a double can hold)", "number")
+    elif kind is float:
+        if not math.isfinite(value):
+            raise JsonValueError("not a JSON value: non-finite number", "number")
+    elif kind is not bool and value is not None:
+        return False
+    return True
+
+
+def _check_json(
+    value: Any,
+    depth: int,
+    counter: list[int],
+    max_depth: int,
+    max_nodes: int | None,
+    max_string: int | None,
+    max_array: int | None,
+) -> None:
+    if _check_json_scalar(value, max_string):
+        return
+    is_object = isinstance(value, dict)
+    if is_object:
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        raise JsonValueError(f"not a JSON value: {type(value).__name__}", "type")
+    if depth >= max_depth:
+        raise JsonValueError(f"value nested too deeply (more than {max_depth} levels)", "depth")
+    if max_array is not None and len(value) > max_array:
+        raise JsonValueError(
+            f"{type_name(value)} too long ({len(value)} members; the limit is {max_array})",
+            "array",
+        )
+    counter[0] += len(value)
+    if max_nodes is not None and counter[0] >= max_nodes:
+        raise JsonValueError(f"more than {max_nodes} values", "nodes")
+    key: Any = None
+    try:
+        for key, item in items:
+            if is_object:
+                if type(key) is not str:
+                    raise JsonValueError("object keys must be strings", "type")
+                _check_json_text(key, max_string)
+            if not _check_json_scalar(item, max_string):
+                _check_json(item, depth + 1, counter, max_depth, max_nodes, max_string, max_array)
+    except JsonValueError as exc:
+        exc.path.insert(0, key)
+        raise
 
 
 def dumps_json(value: Any, ctx: EvalContext) -> str:
@@ -444,16 +633,22 @@ def _render_for_format(value: Any, ctx: EvalContext) -> str:
     return value if isinstance(value, str) else dumps_json(value, ctx)
 
 
+def _format_mismatch(template: str, values: int) -> str | None:
+    placeholders = template.count("{}")  # as many as split("{}") makes gaps
+    if placeholders == values:
+        return None
+    return f"the template has {placeholders} '{{}}' placeholder(s) but {values} value(s) were given"
+
+
 def _fn_format(args: list[Any], ctx: EvalContext) -> str:
     # `{}` is the only placeholder; there is no escaping, and a lone `{` or `}` is literal.
     template = _want_string(args, 0, " (the template)")
-    pieces = template.split("{}")
     values = args[1:]
-    if len(pieces) - 1 != len(values):
-        raise BuiltinError(
-            f"the template has {len(pieces) - 1} '{{}}' placeholder(s) "
-            f"but {len(values)} value(s) were given"
-        )
+    ctx.charge(len(template) // 64 + 1)
+    mismatch = _format_mismatch(template, len(values))
+    if mismatch is not None:
+        raise BuiltinError(mismatch)
+    pieces = template.split("{}")
     out = [pieces[0]]
     total = len(pieces[0])
     for value, piece in zip(values, pieces[1:], strict=True):
@@ -484,7 +679,13 @@ def _fn_regex_match_string(args: list[Any], ctx: EvalContext) -> bool:
         raise BuiltinError(
             f"input too long ({len(text)} characters; the limit is {MAX_REGEX_INPUT_LENGTH})"
         )
-    return _regex_search(_regex_compile(pattern), text, ctx)
+    # Compiling is charged on every call, cached or not: the charge must not depend on what
+    # the process happened to compile before (replays would differ), and a state evaluating
+    # many distinct patterns pays for each.
+    ctx.charge(len(pattern) * _REGEX_UNIT)
+    program = _regex_compile(pattern)
+    ctx.charge(len(program.code) * _REGEX_UNIT)
+    return _regex_search(program, text, ctx)
 
 
 def _fn_split(args: list[Any], ctx: EvalContext) -> list[str]:
@@ -512,7 +713,11 @@ def _fn_int_add(args: list[Any], ctx: EvalContext) -> int:
 
 
 def _fn_math_add(args: list[Any], ctx: EvalContext) -> int | float:
-    return number_result(_want_number(args, 0) + _want_number(args, 1))
+    a, b = _want_number(args, 0), _want_number(args, 1)
+    try:
+        return number_result(a + b)
+    except OverflowError:  # an integer beyond float range meeting a float
+        raise BuiltinError("numeric overflow") from None
 
 
 def _fn_random_int(args: list[Any], ctx: EvalContext) -> int:
@@ -669,8 +874,21 @@ def _fn_string_to_json(args: list[Any], ctx: EvalContext) -> Any:
     except ValueError as exc:
         # JSONDecodeError is a ValueError; so is the int-digits limit and NaN/Infinity.
         raise BuiltinError(f"argument 1 is not valid JSON: {exc}") from None
-    # Enforce the depth limit (and charge for the nodes) now rather than later.
-    return copy_json(value, ctx)
+    # The limits any built value has (array and string sizes, depth) hold for parsed ones too;
+    # the walk stops once it has seen more values than the budget has units left.
+    budget = ctx.budget
+    remaining = max(0, budget.max_work - budget.work)
+    try:
+        nodes = check_json_value(
+            value, max_nodes=remaining, max_string=ctx.max_string, max_array=ctx.max_array
+        )
+    except JsonValueError as exc:
+        if exc.kind == "nodes":
+            ctx.charge(remaining + 1)  # raises the usual "budget exceeded"
+        where = f" (at {exc.where('$')})" if exc.path else ""
+        raise BuiltinError(f"{exc.message}{where}") from None
+    ctx.charge(nodes)
+    return value  # fresh from json.loads: shares nothing
 
 
 def _fn_json_to_string(args: list[Any], ctx: EvalContext) -> str:
@@ -709,15 +927,50 @@ def _fn_now(args: list[Any], ctx: EvalContext) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+# Stands for an argument that is not a literal in the lists ``Builtin.check`` receives.
+NOT_LITERAL: Any = type("NotLiteral", (), {"__repr__": lambda self: "NOT_LITERAL"})()
+
+
+def _check_format(args: list[Any]) -> str | None:
+    if not isinstance(args[0], str):
+        return None
+    return _format_mismatch(args[0], len(args) - 1)
+
+
+def _check_regex(args: list[Any]) -> str | None:
+    pattern = args[0]
+    if not isinstance(pattern, str):
+        return None
+    if len(pattern) > MAX_REGEX_PATTERN_LENGTH:
+        return (
+            f"pattern too long ({len(pattern)} characters; the limit is {MAX_REGEX_PATTERN_LENGTH})"
+        )
+    problem = _regex_compile_cached(pattern)
+    return problem if isinstance(problem, str) else None
+
+
+def _check_hash(args: list[Any]) -> str | None:
+    algorithm = args[1]
+    if isinstance(algorithm, str) and algorithm.upper() not in _HASHES:
+        return f"unknown hash algorithm {algorithm!r} (use MD5, SHA-1, SHA-256 or SHA-512)"
+    return None
+
+
 @dataclass(frozen=True)
 class Builtin:
-    """One callable name. Aliases are separate entries sharing ``fn``."""
+    """One callable name. Aliases are separate entries sharing ``fn``.
+
+    ``check``, when set, is called at compile time with the arguments as written: the value
+    of each literal argument, :data:`NOT_LITERAL` for the others. It returns a message for a
+    mistake it can already see (the call is then refused), else None.
+    """
 
     name: str
     min_args: int
     max_args: int | None  # None: variadic
     fn: Callable[[list[Any], EvalContext], Any]
     signature: str
+    check: Callable[[list[Any]], str | None] | None = None
 
     def accepts(self, count: int) -> bool:
         return count >= self.min_args and (self.max_args is None or count <= self.max_args)
@@ -747,13 +1000,21 @@ def _register(
     max_args: int | None,
     fn: Callable[[list[Any], EvalContext], Any],
     signature: str,
+    check: Callable[[list[Any]], str | None] | None = None,
 ) -> None:
-    BUILTINS[name] = Builtin(name, min_args, max_args, fn, signature)
+    BUILTINS[name] = Builtin(name, min_args, max_args, fn, signature, check)
 
 
-_register("format", 1, None, _fn_format, "format(template, value...)")
+_register("format", 1, None, _fn_format, "format(template, value...)", _check_format)
 _register("length", 1, 1, _fn_length, "length(arrayOrObjectOrString)")
-_register("regexMatchString", 2, 2, _fn_regex_match_string, "regexMatchString(pattern, string)")
+_register(
+    "regexMatchString",
+    2,
+    2,
+    _fn_regex_match_string,
+    "regexMatchString(pattern, string)",
+    _check_regex,
+)
 _register("split", 2, 2, _fn_split, "split(string, separator)")
 _register("get", 2, 2, _fn_get, "get(arrayOrObject, indexOrKey)")
 _register("intAdd", 2, 2, _fn_int_add, "intAdd(a, b)")
@@ -770,7 +1031,7 @@ _register("mapKeys", 1, 1, _fn_map_keys, "mapKeys(object)")
 _register("mapValues", 1, 1, _fn_map_values, "mapValues(object)")
 _register("fromBase64", 1, 1, _fn_from_base64, "fromBase64(string)")
 _register("toBase64", 1, 1, _fn_to_base64, "toBase64(string)")
-_register("hash", 2, 2, _fn_hash, "hash(value, algorithm)")
+_register("hash", 2, 2, _fn_hash, "hash(value, algorithm)", _check_hash)
 _register("uuid", 0, 0, _fn_uuid, "uuid()")
 _register("stringToJson", 1, 1, _fn_string_to_json, "stringToJson(string)")
 _register("fromJSON", 1, 1, _fn_string_to_json, "fromJSON(string)")
@@ -915,6 +1176,9 @@ class _RegexParser:
             j += 1
         if j == start or j >= len(p):
             return None
+        if j - start > 9:  # far past MAX_REGEX_REPEAT; don't build a huge int from it
+            self.i = i
+            raise self.fail("invalid repeat count")
         low = int(p[start:j])
         high: int | None = low
         if p[j] == ",":
@@ -922,6 +1186,9 @@ class _RegexParser:
             start = j
             while j < len(p) and p[j].isdigit() and p[j].isascii():
                 j += 1
+            if j - start > 9:
+                self.i = i
+                raise self.fail("invalid repeat count")
             high = int(p[start:j]) if j > start else None
         if j >= len(p) or p[j] != "}":
             return None
@@ -1122,18 +1389,23 @@ class _RegexParser:
 
 
 def _regex_size(node: tuple[Any, ...]) -> int:
+    """An upper bound on the work of emitting ``node`` once repetitions are expanded.
+
+    Every node counts at least 1, an empty group ``()`` included: emitting it still visits it,
+    so ``((){1000}){1000}`` is a million visits even though it produces no instruction.
+    """
     kind = node[0]
     if kind in ("char", "assert"):
         return 1
     if kind == "cat":
-        return sum(_regex_size(n) for n in node[1])
+        return max(1, sum(_regex_size(n) for n in node[1]))
     if kind == "alt":
         return sum(_regex_size(n) + 2 for n in node[1])
     _, sub, low, high = node
     size = _regex_size(sub)
     if high is None:
-        return low * size + size + 2
-    return low * size + (high - low) * (size + 1)
+        return max(1, low * size + size + 2)
+    return max(1, low * size + (high - low) * (size + 1))
 
 
 _SPLIT, _JMP, _ASSERT, _CHAR, _MATCH = range(5)
@@ -1283,14 +1555,14 @@ def _regex_search(program: _RegexProgram, text: str, ctx: EvalContext) -> bool:
                     stack.append(pc + 1)
             else:
                 return True
-        ctx.charge(visited)
+        ctx.charge(visited * _REGEX_UNIT)
         return False
 
     threads: list[int] = []
     if add(threads, 0, 0):
         return True
     for pos, c in enumerate(text):
-        ctx.charge(len(threads) + 1)
+        ctx.charge((len(threads) + 1) * _REGEX_UNIT)
         following: list[int] = []
         for pc in threads:
             if _char_matches(code[pc][1], c) and add(following, pc + 1, pos + 1):

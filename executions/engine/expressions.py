@@ -82,8 +82,10 @@ from typing import Any
 
 from .builtins import (
     BUILTINS,
+    NOT_LITERAL,
     Builtin,
     BuiltinError,
+    EvalBudget,
     EvalContext,
     copy_json,
     is_number,
@@ -93,6 +95,7 @@ from .builtins import (
     type_name,
 )
 from .builtins import MAX_INT as _MAX_INT
+from .builtins import MIN_INT as _MIN_INT
 
 __all__ = [
     "CLOUDFLOW_ROOTS",
@@ -105,10 +108,12 @@ __all__ = [
     "MAX_EXPRESSION_LENGTH",
     "MAX_FUNCTION_NESTING",
     "MAX_STRING_LENGTH",
+    "EvalBudget",
     "EvaluationError",
     "Expression",
     "ExpressionError",
     "compile_expression",
+    "new_budget",
 ]
 
 MAX_EXPRESSION_LENGTH = 4096
@@ -204,6 +209,7 @@ _JSON_ESCAPES = {
     "t": "\t",
 }
 _MAX_NUMBER_LITERAL = 100
+_INT_RANGE_MESSAGE = "integer literal out of range (must fit in 64 bits)"
 
 
 class _Token:
@@ -324,8 +330,10 @@ class _Lexer:
                 raise self.error("number out of range", i)
         else:
             value = int(literal)
-            if value > _MAX_INT:
-                raise self.error("integer literal out of range (must fit in 64 bits)", i)
+            # 2**63 itself is let through for the parser, which accepts it only right after a
+            # prefix '-' (the smallest 64-bit integer, -9223372036854775808, is written so).
+            if value > _MAX_INT + 1:
+                raise self.error(_INT_RANGE_MESSAGE, i)
         return self.token("num", value, i, j)
 
     def string(self, i: int) -> _Token:
@@ -629,7 +637,10 @@ def _binary(op: str, a: Any, b: Any, ctx: EvalContext) -> Any:
         return _contains(b, a, ctx)
     if op == "+":
         if is_number(a) and is_number(b):
-            return number_result(a + b)
+            try:
+                return number_result(a + b)
+            except OverflowError:  # an integer beyond float range meeting a float
+                raise BuiltinError("numeric overflow") from None
         if isinstance(a, str) and isinstance(b, str):
             ctx.check_string_length(len(a) + len(b))
             return a + b
@@ -816,6 +827,9 @@ class _Parser:
         kind = token.kind
         node: _Node
         if kind in ("num", "str"):
+            if kind == "num" and type(token.value) is int and token.value > _MAX_INT:
+                # 2**63 without a '-' before it
+                raise self.error(_INT_RANGE_MESSAGE, token.offset)
             node = _Literal(token.value, token.offset)
         elif kind == "var":
             self.roots.add(token.value)
@@ -838,8 +852,14 @@ class _Parser:
             node = self.expression(0)
             self.expect_op(")", "to close '('")
         elif self.is_op(token, "!") or self.is_op(token, "-"):
+            following = self.peek()
+            if token.value == "-" and type(following.value) is int and following.value > _MAX_INT:
+                self.advance()  # -9223372036854775808: fits, although its digits alone do not
+                return self.postfix(_Literal(-following.value, token.offset))
             operand = self.expression(_PREFIX_POWER)
             if token.value == "-" and isinstance(operand, _Literal) and is_number(operand.value):
+                if operand.value == _MIN_INT:  # "--9223372036854775808" would be 2**63
+                    raise self.error(_INT_RANGE_MESSAGE, token.offset)
                 return _Literal(-operand.value, token.offset)  # fold "-1" into a literal
             return self.check_depth(_Unary(token.value, operand, token.offset))
         elif kind == "eof":
@@ -912,6 +932,15 @@ class _Parser:
         self.calls -= 1
         if not builtin.accepts(len(args)):
             raise self.error(f"{builtin.arity_message()} (got {len(args)})", name_token.offset)
+        if builtin.check is not None:
+            # Arguments written as literals are checked now, so that a mistake in them (a
+            # format template with the wrong number of placeholders, a bad regex) is found
+            # when the definition is saved rather than when a state first runs.
+            problem = builtin.check(
+                [a.value if isinstance(a, _Literal) else NOT_LITERAL for a in args]
+            )
+            if problem is not None:
+                raise self.error(f"{name}(): {problem}", name_token.offset)
         return self.check_depth(_Call(builtin, args, name_token.offset))
 
 
@@ -947,13 +976,24 @@ class Expression:
     def __repr__(self) -> str:
         return f"Expression({self.text!r}, dialect={self.dialect!r})"
 
-    def evaluate(self, env: Mapping[str, Any], *, now: datetime, rng: random.Random) -> Any:
-        """Evaluate against ``env``; returns a fresh JSON value (see the module docstring)."""
+    def evaluate(
+        self,
+        env: Mapping[str, Any],
+        *,
+        now: datetime,
+        rng: random.Random,
+        budget: EvalBudget | None = None,
+    ) -> Any:
+        """Evaluate against ``env``; returns a fresh JSON value (see the module docstring).
+
+        ``budget`` is charged for the work done; pass one budget to several evaluations to
+        bound them together (the interpreter shares one per state entry). Without it the
+        evaluation gets a fresh :func:`new_budget`.
+        """
         ctx = EvalContext(
             now=now,
             rng=rng,
-            max_steps=MAX_EVAL_STEPS,
-            max_work=MAX_EVAL_WORK,
+            budget=budget if budget is not None else new_budget(),
             max_string=MAX_STRING_LENGTH,
             max_array=MAX_ARRAY_LENGTH,
         )
@@ -967,6 +1007,11 @@ class Expression:
         except RecursionError:
             # Defensive: values are depth-checked, but env data could be pathological.
             raise EvaluationError("value nested too deeply", self.text) from None
+
+
+def new_budget() -> EvalBudget:
+    """A fresh budget of ``MAX_EVAL_STEPS`` steps and ``MAX_EVAL_WORK`` units of work."""
+    return EvalBudget(max_steps=MAX_EVAL_STEPS, max_work=MAX_EVAL_WORK)
 
 
 def _recompile(text: str, dialect: str) -> Expression:

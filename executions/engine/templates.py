@@ -37,13 +37,14 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from .builtins import copy_json, type_name
+from .builtins import BuiltinError, EvalBudget, copy_json, type_name
 from .expressions import (
     DIALECTS,
     EvaluationError,
     Expression,
     ExpressionError,
     compile_expression,
+    new_budget,
 )
 
 __all__ = [
@@ -83,19 +84,39 @@ def _join(path: str, key: str) -> str:
 class _Part:
     __slots__ = ()
 
-    def render(self, env: Mapping[str, Any], now: datetime, rng: random.Random) -> Any:
+    def render(
+        self, env: Mapping[str, Any], now: datetime, rng: random.Random, budget: EvalBudget
+    ) -> Any:
         raise NotImplementedError  # pragma: no cover
 
 
 class _Const(_Part):
-    __slots__ = ("value",)
+    __slots__ = ("value", "units")
 
     def __init__(self, value: Any) -> None:
         self.value = value
+        self.units: int | None = None  # what copying the value costs, counted on first use
 
-    def render(self, env: Mapping[str, Any], now: datetime, rng: random.Random) -> Any:
+    def render(
+        self, env: Mapping[str, Any], now: datetime, rng: random.Random, budget: EvalBudget
+    ) -> Any:
+        if self.units is None:
+            counter = EvalBudget(max_steps=0, max_work=1 << 62)
+            copy_json(self.value, _Counting(counter))
+            self.units = counter.work
+        # Copying a large literal is work like any other (and the same amount every time).
+        budget.charge(self.units)
         # A copy, so that a caller mutating the result cannot change the compiled template.
         return copy_json(self.value)
+
+
+class _Counting:
+    """The ``charge`` part of an ``EvalContext``, for measuring what a copy costs."""
+
+    __slots__ = ("charge",)
+
+    def __init__(self, budget: EvalBudget) -> None:
+        self.charge = budget.charge
 
 
 class _Expr(_Part):
@@ -105,9 +126,11 @@ class _Expr(_Part):
         self.expression = expression
         self.path = path
 
-    def render(self, env: Mapping[str, Any], now: datetime, rng: random.Random) -> Any:
+    def render(
+        self, env: Mapping[str, Any], now: datetime, rng: random.Random, budget: EvalBudget
+    ) -> Any:
         try:
-            return self.expression.evaluate(env, now=now, rng=rng)
+            return self.expression.evaluate(env, now=now, rng=rng, budget=budget)
         except EvaluationError as exc:
             if exc.path is None:
                 exc.path = self.path
@@ -120,8 +143,11 @@ class _Object(_Part):
     def __init__(self, items: list[tuple[str, _Part]]) -> None:
         self.items = tuple(items)
 
-    def render(self, env: Mapping[str, Any], now: datetime, rng: random.Random) -> Any:
-        return {key: part.render(env, now, rng) for key, part in self.items}
+    def render(
+        self, env: Mapping[str, Any], now: datetime, rng: random.Random, budget: EvalBudget
+    ) -> Any:
+        budget.charge(len(self.items) + 1)
+        return {key: part.render(env, now, rng, budget) for key, part in self.items}
 
 
 class _Array(_Part):
@@ -130,8 +156,11 @@ class _Array(_Part):
     def __init__(self, parts: list[_Part]) -> None:
         self.parts = tuple(parts)
 
-    def render(self, env: Mapping[str, Any], now: datetime, rng: random.Random) -> Any:
-        return [part.render(env, now, rng) for part in self.parts]
+    def render(
+        self, env: Mapping[str, Any], now: datetime, rng: random.Random, budget: EvalBudget
+    ) -> Any:
+        budget.charge(len(self.parts) + 1)
+        return [part.render(env, now, rng, budget) for part in self.parts]
 
 
 class _Compiler:
@@ -246,12 +275,33 @@ class Template:
         """True when the template holds no expression (rendering just copies a value)."""
         return isinstance(self._part, _Const)
 
-    def render(self, env: Mapping[str, Any], *, now: datetime, rng: random.Random) -> Any:
-        """The value with every expression evaluated; raises ``EvaluationError``."""
-        return self._part.render(env, now, rng)
+    def render(
+        self,
+        env: Mapping[str, Any],
+        *,
+        now: datetime,
+        rng: random.Random,
+        budget: EvalBudget | None = None,
+    ) -> Any:
+        """The value with every expression evaluated; raises ``EvaluationError``.
+
+        Every expression of the template charges ``budget`` (a fresh ``new_budget()`` when
+        not given), so a template of many expressions is bounded as a whole."""
+        return _run(self._part.render, env, now, rng, budget)
 
     def __repr__(self) -> str:
         return f"Template(path={self.path!r}, roots={sorted(self.roots)!r})"
+
+
+def _run(
+    render: Any, env: Mapping[str, Any], now: datetime, rng: random.Random, budget: Any
+) -> Any:
+    """``render(env, now, rng, budget)``, with the budget's own refusals (charged between
+    expressions, by literals and containers) reported as ``EvaluationError`` too."""
+    try:
+        return render(env, now, rng, budget if budget is not None else new_budget())
+    except BuiltinError as exc:
+        raise EvaluationError(exc.message) from None
 
 
 def _check_dialect(dialect: str) -> None:
@@ -313,9 +363,23 @@ class Mappings:
     def __len__(self) -> int:
         return len(self._items)
 
-    def apply(self, env: Mapping[str, Any], *, now: datetime, rng: random.Random) -> dict[str, Any]:
-        """A new ``{target: value}`` dict; raises ``EvaluationError`` (with ``path``)."""
-        return {target: part.render(env, now, rng) for target, part in self._items}
+    def apply(
+        self,
+        env: Mapping[str, Any],
+        *,
+        now: datetime,
+        rng: random.Random,
+        budget: EvalBudget | None = None,
+    ) -> dict[str, Any]:
+        """A new ``{target: value}`` dict; raises ``EvaluationError`` (with ``path``).
+        ``budget`` as for :meth:`Template.render`."""
+        return _run(self._render, env, now, rng, budget)
+
+    def _render(
+        self, env: Mapping[str, Any], now: datetime, rng: random.Random, budget: EvalBudget
+    ) -> dict[str, Any]:
+        budget.charge(len(self._items) + 1)
+        return {target: part.render(env, now, rng, budget) for target, part in self._items}
 
     def __repr__(self) -> str:
         return f"Mappings(path={self.path!r}, targets={list(self.targets)!r})"

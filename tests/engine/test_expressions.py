@@ -965,27 +965,29 @@ def test_builtin(text: str, expected: Any) -> None:
     assert type(result) is type(expected)
 
 
+# Arguments are computed (``format(`x`)`` is just ``x``) where a literal would already be
+# refused when the expression is compiled (see test_literal_arguments_are_checked_at_compile_time).
 BUILTIN_TYPE_ERRORS: list[tuple[str, str]] = [
     ("format(1)", "argument 1 (the template) must be a string, got number"),
-    ("format(`{}`)", "1 '{}' placeholder(s) but 0 value(s)"),
-    ("format(`x`, 1)", "0 '{}' placeholder(s) but 1 value(s)"),
+    ("format(format(`{}`, `{}`))", "1 '{}' placeholder(s) but 0 value(s)"),
+    ("format(format(`x`), 1)", "0 '{}' placeholder(s) but 1 value(s)"),
     ("length(1)", "must be an array, object or string, got number"),
     ("length(null)", "got null"),
     ("regexMatchString(1, `a`)", "argument 1 (the pattern) must be a string"),
     ("regexMatchString(`a`, 1)", "argument 2 (the input) must be a string"),
-    ("regexMatchString(`(`, `a`)", "invalid pattern: missing )"),
-    ("regexMatchString(`)`, `a`)", "unexpected )"),
-    ("regexMatchString(`[a`, `a`)", "missing ]"),
-    ("regexMatchString(`*a`, `a`)", "missing argument to repetition"),
-    ("regexMatchString(`a**`, `a`)", "invalid nested repetition"),
-    ("regexMatchString(`(a)\\1`, `aa`)", "backreferences"),
-    ("regexMatchString(`(?=a)`, `a`)", "lookaround"),
-    ("regexMatchString(`\\pL`, `a`)", "Unicode classes"),
-    ("regexMatchString(`a{1001}`, `a`)", "invalid repeat count"),
-    ("regexMatchString(`a{3,2}`, `a`)", "invalid repeat count"),
-    ("regexMatchString(`((a{100}){100}){100}`, `a`)", "too large"),
-    ("regexMatchString(`[z-a]`, `a`)", "invalid character class range"),
-    ("regexMatchString(`\\q`, `a`)", "invalid escape"),
+    ("regexMatchString(format(`(`), `a`)", "invalid pattern: missing )"),
+    ("regexMatchString(format(`)`), `a`)", "unexpected )"),
+    ("regexMatchString(format(`[a`), `a`)", "missing ]"),
+    ("regexMatchString(format(`*a`), `a`)", "missing argument to repetition"),
+    ("regexMatchString(format(`a**`), `a`)", "invalid nested repetition"),
+    ("regexMatchString(format(`(a)\\1`), `aa`)", "backreferences"),
+    ("regexMatchString(format(`(?=a)`), `a`)", "lookaround"),
+    ("regexMatchString(format(`\\pL`), `a`)", "Unicode classes"),
+    ("regexMatchString(format(`a{1001}`), `a`)", "invalid repeat count"),
+    ("regexMatchString(format(`a{3,2}`), `a`)", "invalid repeat count"),
+    ("regexMatchString(format(`((a{100}){100}){100}`), `a`)", "too large"),
+    ("regexMatchString(format(`[z-a]`), `a`)", "invalid character class range"),
+    ("regexMatchString(format(`\\q`), `a`)", "invalid escape"),
     ("split(1, `,`)", "argument 1 must be a string, got number"),
     ("split(`a`, null)", "argument 2 (the separator) must be a string, got null"),
     ("get($Input.list, true)", "index must be a string or an integer, got boolean"),
@@ -1016,7 +1018,7 @@ BUILTIN_TYPE_ERRORS: list[tuple[str, str]] = [
     ("fromBase64(`é`)", "not valid base64"),
     ("fromBase64(1)", "must be a string"),
     ("toBase64(1)", "must be a string, got number"),
-    ('hash("abc", "SHA-3")', "unknown hash algorithm 'SHA-3'"),
+    ('hash("abc", format("SHA-3"))', "unknown hash algorithm 'SHA-3'"),
     ('hash("abc", 1)', "argument 2 (the algorithm) must be a string"),
     ("stringToJson(`{bad`)", "not valid JSON"),
     ("stringToJson(`NaN`)", "not valid JSON"),
@@ -1038,6 +1040,33 @@ def test_builtin_type_errors(text: str, fragment: str) -> None:
     assert fragment in error.message
     name = text.split("(", 1)[0]
     assert error.message.startswith(f"{name}(): ")
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("format(`{}`)", "format(): the template has 1 '{}' placeholder(s) but 0 value(s)"),
+        ('format("a {} b {}", 1)', "2 '{}' placeholder(s) but 1 value(s)"),
+        ("format(`x`, 1)", "0 '{}' placeholder(s) but 1 value(s)"),
+        ("regexMatchString(`(`, $Input.s)", "regexMatchString(): invalid pattern: missing )"),
+        ("regexMatchString(`(((){1000}){1000}){1000}`, `a`)", "too large"),
+        ("regexMatchString(`a{99999999999999999999}`, `a`)", "invalid repeat count"),
+        ('hash($Input, "SHA-3")', "hash(): unknown hash algorithm 'SHA-3'"),
+    ],
+)
+def test_literal_arguments_are_checked_at_compile_time(text: str, fragment: str) -> None:
+    error = compile_error(text)
+    assert fragment in error.message
+    assert error.offset == 0
+
+
+def test_computed_arguments_are_checked_at_run_time() -> None:
+    # What a literal cannot show is left to evaluation.
+    assert ev("format($Input.tpl, 1, 2)", {"Input": {"tpl": "{}-{}"}}) == "1-2"
+    error = eval_error("format($Input.tpl, 1)", {"Input": {"tpl": "{}-{}"}})
+    assert "2 '{}' placeholder(s) but 1 value(s)" in error.message
+    assert ev("regexMatchString($Input.p, `ab`)", {"Input": {"p": "^a"}}) is True
+    assert ev("hash(`a`, $Input.h)", {"Input": {"h": "md5"}}) == hashlib.md5(b"a").hexdigest()
 
 
 def test_every_builtin_has_a_happy_path_and_a_type_error() -> None:
