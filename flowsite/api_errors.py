@@ -17,6 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core import exceptions as django_exceptions
+from django.core import signals
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -229,7 +230,23 @@ class ApiErrorMiddleware:
             return JsonResponse(entity_too_large_body(), status=413)
         if isinstance(exception, ServiceError):
             return JsonResponse(exception.as_dict(), status=exception.status)
-        return None
+        if isinstance(exception, _DJANGO_ANSWERS):
+            return None  # Django answers these itself (404, 403, 400)
+        # Anything else is a bug. Answer as handler500 does even under DEBUG, whose technical
+        # 500 page would hand the server's traceback and settings to an API client; the
+        # traceback goes to the log (and to got_request_exception receivers) instead.
+        logger.error("unexpected error on %s", request.path, exc_info=exception)
+        signals.got_request_exception.send(sender=None, request=request)
+        return handler500(request)
+
+
+# Exceptions Django turns into 4xx responses itself.
+_DJANGO_ANSWERS = (
+    Http404,
+    django_exceptions.PermissionDenied,
+    django_exceptions.BadRequest,
+    django_exceptions.SuspiciousOperation,
+)
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -1,17 +1,39 @@
-"""The Django admin for functions. Saves go through ``functions.services`` (the same
-validation as the API); an action checks that handlers can be imported."""
+"""The Django admin for functions and their invocations.
+
+Saves and deletes go through ``functions.services`` with the acting user (the same validation
+and permission check as the API). Nothing here runs a handler's code: the form checks where the
+handler lives (``loader.locate``), and the "check" action also reads the module's syntax tree.
+Invocations are read-only records of what workers ran.
+"""
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.utils.html import format_html
 
-from . import services
-from .models import Function
+from . import loader, services
+from .models import Function, Invocation
+
+
+class FunctionForm(forms.ModelForm):
+    class Meta:
+        model = Function
+        fields = ["name", "handler", "description", "timeout_seconds"]
+
+    def clean_handler(self) -> str:
+        handler = self.cleaned_data["handler"]
+        try:
+            services.check_handler(handler)
+        except loader.InvalidHandler as exc:
+            raise forms.ValidationError(exc.reason) from None
+        return handler
 
 
 @admin.register(Function)
 class FunctionAdmin(admin.ModelAdmin):
+    form = FunctionForm
     list_display = ["name", "handler", "timeout_seconds", "short_description", "updated_at"]
     list_filter = ["updated_at", "created_at"]
     search_fields = ["name", "handler", "description"]
@@ -37,6 +59,7 @@ class FunctionAdmin(admin.ModelAdmin):
         if change:
             services.function_update(
                 function=obj,
+                user=request.user,
                 handler=data["handler"],
                 description=data.get("description", ""),
                 timeout_seconds=data["timeout_seconds"],
@@ -47,6 +70,7 @@ class FunctionAdmin(admin.ModelAdmin):
             handler=data["handler"],
             description=data.get("description", ""),
             timeout_seconds=data["timeout_seconds"],
+            user=request.user,
         )
         for field in Function._meta.concrete_fields:
             setattr(obj, field.attname, getattr(created, field.attname))
@@ -54,26 +78,84 @@ class FunctionAdmin(admin.ModelAdmin):
         obj._state.db = created._state.db
 
     def delete_model(self, request, obj: Function) -> None:
-        services.function_delete(function=obj)
+        services.function_delete(function=obj, user=request.user)
 
     def delete_queryset(self, request, queryset: QuerySet[Function]) -> None:
         for function in queryset:
-            services.function_delete(function=function)
+            services.function_delete(function=function, user=request.user)
 
     @admin.action(description="Check that the selected handlers can be imported")
     def check_handlers(self, request, queryset: QuerySet[Function]) -> None:
+        """Where each handler lives and whether its module defines the name, judged without
+        running any of its code (that happens on workers only)."""
         ok = 0
         for function in queryset:
             try:
-                services.resolve_handler(function.handler)
-            except Exception as exc:  # noqa: BLE001 - any import problem is reported
+                location = services.check_handler(function.handler)
+                defined = loader.defines_statically(location)
+            except loader.InvalidHandler as exc:
+                problem = exc.reason
+            except (OSError, SyntaxError, ValueError, RecursionError, MemoryError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
-                self.message_user(
-                    request,
-                    f"Function {function.name}: cannot load {function.handler}: {problem}",
-                    messages.ERROR,
-                )
             else:
-                ok += 1
+                if defined:
+                    ok += 1
+                    continue
+                problem = (
+                    f"{location.relative_file} defines no {location.attribute} at its top level"
+                )
+            self.message_user(
+                request,
+                f"Function {function.name}: cannot load {function.handler}: {problem}",
+                messages.ERROR,
+            )
         if ok:
             self.message_user(request, f"{ok} handler(s) can be imported.", messages.SUCCESS)
+
+
+@admin.register(Invocation)
+class InvocationAdmin(admin.ModelAdmin):
+    """Read-only: the rows are the workers' record of what ran."""
+
+    list_display = ["request_id", "function_name", "status", "error", "created_at", "duration_ms"]
+    list_filter = ["status", "created_at"]
+    search_fields = ["request_id", "function_name"]
+    ordering = ["-created_at", "-id"]
+    date_hierarchy = "created_at"
+    list_select_related = ["function"]
+    fields = [
+        "request_id",
+        "function",
+        "function_name",
+        "invocation_type",
+        "status",
+        "payload_size",
+        "result",
+        "error",
+        "cause_text",
+        "worker",
+        "invoked_by",
+        "created_at",
+        "expires_at",
+        "started_at",
+        "finished_at",
+        "duration_ms",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="payload")
+    def payload_size(self, obj: Invocation) -> str:
+        return f"{len(obj.payload or b'')} bytes"
+
+    @admin.display(description="cause")
+    def cause_text(self, obj: Invocation) -> str:
+        return format_html('<pre style="margin:0;white-space:pre-wrap">{}</pre>', obj.cause)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -1,9 +1,13 @@
 """REST API for functions: ``/api/v1/functions/`` (views parse, call a service, render).
+
+Changing functions needs staff rights (the services check ``request.user``); reading and
+invoking are open to any logged-in user. An invocation never runs in this (web) process: the
+service records it, a Celery worker runs it, and the request waits for the recorded outcome.
 """
 
 from __future__ import annotations
 
-from django.conf import settings
+from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -17,7 +21,7 @@ from flowsite.api import ERR_400, ERR_401, check_same_name, error_response, pars
 from flowsite.errors import ServiceError
 
 from . import services
-from .models import Function
+from .models import Function, InvocationStatus
 from .serializers import (
     FunctionCreateSerializer,
     FunctionErrorSerializer,
@@ -32,6 +36,11 @@ from .serializers import (
 # --------------------------------------------------------------------------------------------
 
 _NOT_FOUND = error_response("FunctionNotFound.")
+_FORBIDDEN = error_response("Forbidden: changing functions needs staff rights.")
+_BAD_FUNCTION = error_response(
+    "InvalidArgument (a field) or InvalidHandler: the handler is not a function in a module "
+    "file inside a FLOWSITE_FUNCTIONS_PATH folder."
+)
 
 
 class FunctionListView(GenericAPIView):
@@ -56,14 +65,15 @@ class FunctionListView(GenericAPIView):
         request=FunctionCreateSerializer,
         responses={
             201: FunctionSerializer,
-            400: ERR_400,
+            400: _BAD_FUNCTION,
             401: ERR_401,
+            403: _FORBIDDEN,
             409: error_response("FunctionAlreadyExists."),
         },
     )
     def post(self, request: Request) -> Response:
         data = parse(FunctionCreateSerializer, request.data)
-        function = services.function_create(**data)
+        function = services.function_create(**data, user=request.user)
         return Response(
             FunctionSerializer(function).data,
             status=status.HTTP_201_CREATED,
@@ -87,7 +97,13 @@ class FunctionDetailView(APIView):
         summary="Replace a function",
         description="Omitted optional fields go back to their defaults.",
         request=FunctionReplaceSerializer,
-        responses={200: FunctionSerializer, 400: ERR_400, 401: ERR_401, 404: _NOT_FOUND},
+        responses={
+            200: FunctionSerializer,
+            400: _BAD_FUNCTION,
+            401: ERR_401,
+            403: _FORBIDDEN,
+            404: _NOT_FOUND,
+        },
     )
     def put(self, request: Request, name: str) -> Response:
         return self._update(request, name, FunctionReplaceSerializer)
@@ -96,7 +112,13 @@ class FunctionDetailView(APIView):
         operation_id="functions_update",
         summary="Change some fields of a function",
         request=FunctionPatchSerializer,
-        responses={200: FunctionSerializer, 400: ERR_400, 401: ERR_401, 404: _NOT_FOUND},
+        responses={
+            200: FunctionSerializer,
+            400: _BAD_FUNCTION,
+            401: ERR_401,
+            403: _FORBIDDEN,
+            404: _NOT_FOUND,
+        },
     )
     def patch(self, request: Request, name: str) -> Response:
         return self._update(request, name, FunctionPatchSerializer)
@@ -105,16 +127,16 @@ class FunctionDetailView(APIView):
         function = services.function_get(name)
         data = parse(serializer_class, request.data)
         check_same_name(data, name)
-        function = services.function_update(function=function, **data)
+        function = services.function_update(function=function, user=request.user, **data)
         return Response(FunctionSerializer(function).data)
 
     @extend_schema(
         operation_id="functions_destroy",
         summary="Delete a function",
-        responses={204: None, 401: ERR_401, 404: _NOT_FOUND},
+        responses={204: None, 401: ERR_401, 403: _FORBIDDEN, 404: _NOT_FOUND},
     )
     def delete(self, request: Request, name: str) -> Response:
-        services.function_delete(function=services.function_get(name))
+        services.function_delete(function=services.function_get(name), user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -128,7 +150,7 @@ class RawBodyParser(BaseParser):
         return stream.read() if stream is not None else b""
 
 
-# How a failed Invocation is answered: error name -> (status, code). Anything else is the
+# How a failed invocation is answered: error name -> (status, code). Anything else is the
 # handler's own failure (or a platform error about its result): 502 FunctionError.
 _INVOKE_ERRORS = {
     services.ERR_NOT_FOUND: (404, "FunctionNotFound"),
@@ -140,6 +162,12 @@ class FunctionInvokeView(APIView):
     """Run a function synchronously with the request body as its event."""
 
     parser_classes = [RawBodyParser]
+
+    @classmethod
+    def as_view(cls, **initkwargs):
+        # The request waits for a worker's commit: inside ATOMIC_REQUESTS' transaction it would
+        # wait for a row that no worker can see yet.
+        return transaction.non_atomic_requests(super().as_view(**initkwargs))
 
     def initial(self, request: Request, *args, **kwargs) -> None:
         # Read the body before authentication: SessionAuthentication's CSRF check reads
@@ -153,7 +181,9 @@ class FunctionInvokeView(APIView):
         summary="Invoke a function",
         description=(
             "The request body, exactly as sent (any JSON value, text or bytes), is the event "
-            "the handler gets. Runs synchronously, within the function's timeout."
+            "the handler gets. A worker runs it (never the web server) while the request "
+            "waits: at most the function's timeout once a worker started it. 503 "
+            "NoWorkerAvailable when no worker started it in time (it will then never run)."
         ),
         request={
             "application/json": OpenApiTypes.ANY,
@@ -176,40 +206,60 @@ class FunctionInvokeView(APIView):
                             "code": "FunctionError",
                             "message": "ValueError: bad input",
                             "error": "ValueError",
-                            "cause": "bad input\nTraceback (most recent call last): ...",
+                            "cause": "bad input\nTraceback (most recent call last):\n"
+                            '  File "mymodule.py", line 7, in handler\n'
+                            "    raise ValueError('bad input')\n"
+                            "ValueError: bad input",
                             "request_id": "4f1c...",
                         },
                     )
                 ],
             ),
-            504: OpenApiResponse(FunctionErrorSerializer, description="FunctionTimeout."),
+            503: error_response(
+                "NoWorkerAvailable: no worker started the invocation in time; it never runs."
+            ),
+            504: OpenApiResponse(
+                FunctionErrorSerializer,
+                description="FunctionTimeout: the handler ran longer than its timeout, or no "
+                "result arrived in time (then the invocation may still be running).",
+            ),
         },
     )
     def post(self, request: Request, name: str) -> Response:
         function = services.function_get(name)
-        body = request.body
-        limit = settings.FLOWSITE_MAX_TASK_PAYLOAD_BYTES
-        if len(body) > limit:
-            raise ServiceError(
-                f"the event is {len(body)} bytes; the limit is {limit} bytes",
-                code="EntityTooLarge",
-                status=413,
-            )
-        result = services.invoke(function, body)
-        if result.ok:
+        invocation = services.invocation_call(
+            function=function, payload=request.body, user=request.user
+        )
+        request_id = invocation.request_id
+        if invocation.status == InvocationStatus.SUCCEEDED:
             return Response(
                 {
-                    "request_id": result.request_id,
-                    "result": result.output["Body"],
-                    "duration_ms": result.duration_ms,
+                    "request_id": request_id,
+                    "result": invocation.result,
+                    "duration_ms": invocation.duration_ms,
                 }
             )
-        status_code, code = _INVOKE_ERRORS.get(result.error, (502, "FunctionError"))
-        first_line = (result.cause or "").strip().splitlines()[:1]
-        message = f"{result.error}: {first_line[0]}" if first_line else result.error
+        if invocation.status == InvocationStatus.EXPIRED:
+            raise ServiceError(
+                f"{invocation.cause or 'no worker started the invocation'}; it will not run",
+                code="NoWorkerAvailable",
+                status=503,
+                extra={"request_id": request_id},
+            )
+        if invocation.status == InvocationStatus.FAILED:
+            error, cause = invocation.error, invocation.cause
+        else:  # still running past the function's timeout (a busy or dead worker)
+            error = services.ERR_TIMEOUT
+            cause = (
+                f"no result within {function.timeout_seconds} s of the start; the invocation "
+                "may still be running"
+            )
+        status_code, code = _INVOKE_ERRORS.get(error, (502, "FunctionError"))
+        first_line = (cause or "").strip().splitlines()[:1]
+        message = f"{error}: {first_line[0]}" if first_line else error
         raise ServiceError(
             message,
             code=code,
             status=status_code,
-            extra={"error": result.error, "cause": result.cause, "request_id": result.request_id},
+            extra={"error": error, "cause": cause, "request_id": request_id},
         )

@@ -20,7 +20,11 @@ from .models import Function
 
 class FunctionCreateSerializer(serializers.Serializer):
     name = StrictCharField(max_length=128)
-    handler = StrictCharField(max_length=255, help_text="Dotted path module.function.")
+    handler = StrictCharField(
+        max_length=255,
+        help_text="module.function (or package.module.function): a function defined in a "
+        "module file inside a FLOWSITE_FUNCTIONS_PATH folder.",
+    )
     description = StrictCharField(required=False, allow_blank=True, max_length=4096, default="")
     timeout_seconds = StrictIntegerField(required=False, default=60, help_text="1-86400 seconds.")
 
@@ -68,5 +72,8 @@ class FunctionErrorSerializer(serializers.Serializer):
     error = serializers.CharField(
         help_text="The error name: the exception class, or FC.* for platform errors."
     )
-    cause = serializers.CharField(help_text="The error message and traceback.")
+    cause = serializers.CharField(
+        help_text="The error message, and for a handler's own error its traceback frames in "
+        "files of the functions folders (paths relative to the folder); never the server's."
+    )
     request_id = serializers.CharField()

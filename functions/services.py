@@ -1,34 +1,52 @@
-"""Function registry writes and the invocation of handlers.
+"""Function registry writes, the invocation of handlers, and direct (API) invocations.
 
-``invoke()`` is the one place a handler runs, for flows (on a worker, see
-``executions/runtime/worker.py``) and for direct calls from the API. It never raises for the
-handler's own failures: every outcome comes back as an :class:`Invocation` whose error names
-follow the flowsite decisions (the exception's class name for handler errors; ``FC.*`` for
-platform errors).
+Rules this module keeps:
+
+* **Only staff change functions** (until roles land): ``function_create``/``_update``/
+  ``_delete`` take the acting ``user`` and refuse anyone else with 403 ``Forbidden``; trusted
+  internal callers (management commands, benchmarks) pass :data:`SYSTEM`.
+* **A handler is confined** to a function in a file inside a ``FLOWSITE_FUNCTIONS_PATH``
+  folder, checked when it is saved (400 ``InvalidHandler``) and again before every run
+  (``FC.InvalidHandler``); see ``functions/loader.py``.
+* **Handler code never runs in a web process.** :func:`invoke` is the one place a handler runs,
+  on a Celery worker: for flow steps (``executions/runtime/worker.py``) and for direct calls,
+  which the API records as an :class:`~functions.models.Invocation` row that a worker runs
+  (:func:`invocation_run`) while the request waits for the row to end (:func:`invocation_wait`).
+  :func:`invoke` refuses to run in a process marked as a web process (``process.py``).
+* **A handler's failure is data.** :func:`invoke` never raises for it: every outcome comes back
+  as an :class:`InvokeResult` whose error names follow the flowsite decisions (the exception's
+  class name for handler errors; ``FC.*`` for platform errors), and whose cause shows only the
+  handler's own traceback frames.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
+import os
 import signal
+import socket
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import DateTimeField, ExpressionWrapper, Q, Value
+from django.db.models.functions import Now
 
-from flowsite.errors import ServiceError
+from flowsite.errors import Forbidden, ServiceError
 
-from .models import Function
+from . import loader
+from .models import ENDED_STATUSES, Function, Invocation, InvocationStatus
+from .process import refuse_in_web_process
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +57,49 @@ ERR_TIMEOUT = "FC.FunctionTimeout"
 ERR_PAYLOAD = "FC.PayloadTooLarge"
 
 FIELDS = ("name", "handler", "description", "timeout_seconds")
+MAX_CAUSE_CHARS = 32768
+
+RUN_INVOCATION = "functions.run_invocation"  # functions/tasks.py; sent by name
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _System:
+    """The acting user of trusted internal callers (management commands, benchmarks)."""
+
+    def __repr__(self) -> str:
+        return "SYSTEM"
+
+
+SYSTEM = _System()
 
 
 # --- registry -----------------------------------------------------------------------------------
 
 
+def _require_staff(user: Any) -> None:
+    if user is SYSTEM:
+        return
+    if (
+        user is not None
+        and getattr(user, "is_authenticated", False)
+        and getattr(user, "is_active", False)
+        and (getattr(user, "is_staff", False) or getattr(user, "is_superuser", False))
+    ):
+        return
+    raise Forbidden("creating, changing or deleting functions needs staff rights")
+
+
+def check_handler(handler: Any) -> loader.Location:
+    """Where ``handler`` lives; 400 ``InvalidHandler`` unless it names a module file inside a
+    functions folder (no code is imported or run to find out)."""
+    return loader.locate(handler)
+
+
 def _clean(fn: Function) -> None:
-    """Model validation as a ServiceError (400 InvalidArgument listing each bad field)."""
+    """Model validation as a ServiceError (400 InvalidArgument listing each bad field), then
+    the handler's confinement (400 InvalidHandler)."""
     try:
-        fn.full_clean(validate_unique=False)
+        fn.full_clean(exclude=["handler"], validate_unique=False)
     except ValidationError as exc:
         errors = [
             {"path": field, "line": None, "message": " ".join(messages)}
@@ -56,9 +108,13 @@ def _clean(fn: Function) -> None:
         raise ServiceError(
             "; ".join(f"{e['path']}: {e['message']}" for e in errors), errors=errors
         ) from None
+    check_handler(fn.handler)
 
 
-def function_create(*, name: str, handler: str, description: str = "", timeout_seconds: int = 60):
+def function_create(
+    *, name: str, handler: str, description: str = "", timeout_seconds: int = 60, user: Any
+) -> Function:
+    _require_staff(user)
     fn = Function(
         name=name, handler=handler, description=description, timeout_seconds=timeout_seconds
     )
@@ -73,7 +129,8 @@ def function_create(*, name: str, handler: str, description: str = "", timeout_s
     return fn
 
 
-def function_update(*, function: Function, **changes) -> Function:
+def function_update(*, function: Function, user: Any, **changes) -> Function:
+    _require_staff(user)
     for key, value in changes.items():
         if key not in FIELDS or key == "name":
             continue
@@ -83,7 +140,8 @@ def function_update(*, function: Function, **changes) -> Function:
     return function
 
 
-def function_delete(*, function: Function) -> None:
+def function_delete(*, function: Function, user: Any) -> None:
+    _require_staff(user)
     function.delete()
 
 
@@ -96,11 +154,11 @@ def function_get(name: str) -> Function:
         ) from None
 
 
-# --- invocation ---------------------------------------------------------------------------------
+# --- running a handler (workers only) -------------------------------------------------------
 
 
 @dataclass
-class Invocation:
+class InvokeResult:
     ok: bool
     output: Any = None  # the envelope {"Body", "StatusCode", "Headers"} when ok
     error: str = ""
@@ -144,8 +202,8 @@ class FunctionTimeout(BaseException):
 @contextmanager
 def time_limit(seconds: float) -> Iterator[None]:
     """Interrupt the block after ``seconds`` with :class:`FunctionTimeout` (SIGALRM; only in a
-    process's main thread — Celery prefork children and sync web workers — elsewhere the
-    attempt's lease in the database is the backstop)."""
+    process's main thread, as in Celery's prefork children; elsewhere the attempt's lease in
+    the database is the backstop)."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(
         signal, "setitimer"
     ):
@@ -162,25 +220,6 @@ def time_limit(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-_handlers: dict[str, Any] = {}
-_handlers_lock = threading.Lock()
-
-
-def resolve_handler(path: str):
-    """Import ``module.function`` once per process (modules keep module-level state, as FC
-    instances do: seed 000's GetJobStatus relies on it)."""
-    with _handlers_lock:
-        if path in _handlers:
-            return _handlers[path]
-        module_name, _, attr = path.rpartition(".")
-        module = importlib.import_module(module_name)
-        handler = getattr(module, attr)
-        if not callable(handler):
-            raise TypeError(f"{path} is not callable")
-        _handlers[path] = handler
-        return handler
 
 
 def encode_event(event: Any) -> bytes:
@@ -210,15 +249,21 @@ def decode_body(value: Any) -> Any:
 
 def invoke(
     function: Function | str, event: Any, *, request_id: str | None = None, extra_context=None
-) -> Invocation:
-    """Run a function's handler on ``event`` here and now. Never raises for the handler's own
-    failures (nor for a missing function, a bad handler path, a timeout or a bad result)."""
+) -> InvokeResult:
+    """Run a function's handler on ``event`` here and now, on a worker. Never raises for the
+    handler's own failures (nor for a missing function, a bad handler path, a timeout or a bad
+    result); raises :class:`~functions.process.HandlerInWebProcess` in a web process."""
+    refuse_in_web_process()
     request_id = request_id or uuid.uuid4().hex
     started = time.monotonic()
 
-    def failed(error: str, cause: str) -> Invocation:
-        return Invocation(
-            False, error=error, cause=cause, request_id=request_id, duration_ms=_ms(started)
+    def failed(error: str, cause: str) -> InvokeResult:
+        return InvokeResult(
+            False,
+            error=error,
+            cause=cause[:MAX_CAUSE_CHARS],
+            request_id=request_id,
+            duration_ms=_ms(started),
         )
 
     if isinstance(function, str):
@@ -230,28 +275,33 @@ def invoke(
     limit = settings.FLOWSITE_MAX_TASK_PAYLOAD_BYTES
     if len(payload) > limit:
         return failed(ERR_PAYLOAD, f"the event is {len(payload)} bytes; the limit is {limit}")
+    timeout = function.timeout_seconds
     try:
-        handler = resolve_handler(function.handler)
-    except Exception as exc:  # noqa: BLE001 - any import problem is the function's error
-        return failed(
-            ERR_INVALID_HANDLER, f"cannot load {function.handler}: {type(exc).__name__}: {exc}"
-        )
-    context = Context(
-        function=function,
-        request_id=request_id,
-        deadline=time.monotonic() + function.timeout_seconds,
-        extra=extra_context,
-    )
-    try:
-        with time_limit(function.timeout_seconds):
+        # Loading runs the module's top-level code the first time: it is under the time limit
+        # too, so a module that hangs on import cannot hold the worker.
+        with time_limit(timeout):
+            try:
+                handler = loader.load(function.handler)
+            except loader.InvalidHandler as exc:
+                return failed(ERR_INVALID_HANDLER, f"cannot load {function.handler}: {exc.reason}")
+            except (KeyboardInterrupt, FunctionTimeout):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - the module's own failure is data
+                detail = f"{type(exc).__name__}: {loader.handler_error(exc)}"
+                return failed(ERR_INVALID_HANDLER, f"cannot load {function.handler}: {detail}")
+            context = Context(
+                function=function,
+                request_id=request_id,
+                deadline=time.monotonic() + timeout,
+                extra=extra_context,
+            )
             result = handler(payload, context)
     except FunctionTimeout:
-        return failed(ERR_TIMEOUT, f"the function ran longer than {function.timeout_seconds} s")
+        return failed(ERR_TIMEOUT, f"the function ran longer than {timeout} s")
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - the handler's failure (even sys.exit) is data
-        tb = traceback.format_exc(limit=20)
-        return failed(type(exc).__name__, f"{exc}\n{tb}"[:32768])
+        return failed(type(exc).__name__, loader.handler_error(exc))
     try:
         body = decode_body(result)
         size = len(json.dumps(body, ensure_ascii=False).encode())
@@ -260,8 +310,154 @@ def invoke(
     if size > limit:
         return failed(ERR_PAYLOAD, f"the result is {size} bytes; the limit is {limit}")
     envelope = {"Body": body, "StatusCode": 200, "Headers": {"x-fc-request-id": request_id}}
-    return Invocation(True, output=envelope, request_id=request_id, duration_ms=_ms(started))
+    return InvokeResult(True, output=envelope, request_id=request_id, duration_ms=_ms(started))
 
 
 def _ms(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 3)
+
+
+# --- direct invocations: recorded by the web process, run by a worker ---------------------------
+
+# Seconds a direct invocation may wait for a worker to start it; then it is Expired and never
+# runs. The web request waits at most this, plus the function's timeout once it started, plus
+# RESULT_GRACE for the worker to record the outcome.
+DEFAULT_PICKUP_SECONDS = 10.0
+RESULT_GRACE_SECONDS = 2.0
+
+# The wait loop's clock and pause, module attributes so that tests can drive the loop without
+# sleeping (they run the worker's side, or advance the clock, from the pause).
+_clock = time.monotonic
+_pause = time.sleep
+
+
+def pickup_seconds() -> float:
+    return float(getattr(settings, "FLOWSITE_INVOKE_PICKUP_SECONDS", DEFAULT_PICKUP_SECONDS))
+
+
+def _db_now_plus(seconds: float) -> ExpressionWrapper:
+    # Judged by the database's clock (the worker's claim compares with Now()), so a skewed
+    # web or worker clock cannot start an invocation late or expire it early.
+    return ExpressionWrapper(
+        Now() + Value(timedelta(seconds=seconds)), output_field=DateTimeField()
+    )
+
+
+def invocation_submit(*, function: Function, payload: bytes, user: Any = None) -> Invocation:
+    """Record a direct invocation (``Enqueued``) and publish its id to the workers after
+    commit. 413 ``EntityTooLarge`` for an event over the task payload limit."""
+    limit = settings.FLOWSITE_MAX_TASK_PAYLOAD_BYTES
+    if len(payload) > limit:
+        raise ServiceError(
+            f"the event is {len(payload)} bytes; the limit is {limit} bytes",
+            code="EntityTooLarge",
+            status=413,
+        )
+    invoked_by = user if getattr(user, "is_authenticated", False) else None
+    with transaction.atomic():
+        invocation = Invocation.objects.create(
+            request_id=uuid.uuid4().hex,
+            function=function,
+            function_name=function.name,
+            payload=payload,
+            invoked_by=invoked_by,
+            expires_at=_db_now_plus(pickup_seconds()),
+        )
+        transaction.on_commit(lambda pk=invocation.pk: publish_invocation(pk))
+    return invocation
+
+
+def publish_invocation(invocation_id: int) -> None:
+    """Send the invocation's id to the workers. A broker that cannot take it ends the row
+    ``Expired`` at once, so the waiting request answers now rather than at its deadline."""
+    try:
+        current_app.send_task(RUN_INVOCATION, args=[invocation_id], retry=False)
+    except Exception:  # noqa: BLE001 - broker down: nothing will ever run it
+        log.warning("could not publish invocation %s", invocation_id, exc_info=True)
+        _expire(invocation_id, "the task queue could not be reached")
+
+
+def _expire(invocation_id: int, cause: str) -> bool:
+    """Compare-and-set ``Enqueued`` -> ``Expired``: false when a worker claimed it first."""
+    return bool(
+        Invocation.objects.filter(pk=invocation_id, status=InvocationStatus.ENQUEUED).update(
+            status=InvocationStatus.EXPIRED, finished_at=Now(), cause=cause
+        )
+    )
+
+
+def invocation_run(invocation_id: int) -> str:
+    """The worker's side (``functions.run_invocation``): claim the row, run the handler, record
+    the outcome. A second delivery, or a row that expired, runs nothing."""
+    claimable = Q(expires_at__isnull=True) | Q(expires_at__gt=Now())
+    claimed = Invocation.objects.filter(
+        claimable, pk=invocation_id, status=InvocationStatus.ENQUEUED
+    ).update(status=InvocationStatus.RUNNING, started_at=Now(), worker=WORKER_ID)
+    if not claimed:
+        if _expire(invocation_id, "no worker started the invocation in time"):
+            return "expired"
+        return "duplicate"
+    invocation = Invocation.objects.select_related("function").get(pk=invocation_id)
+    if invocation.function is None:  # deleted after the call was recorded
+        result = InvokeResult(
+            False,
+            error=ERR_NOT_FOUND,
+            cause=f"function {invocation.function_name!r} was deleted",
+            request_id=invocation.request_id,
+        )
+    else:
+        result = invoke(
+            invocation.function, bytes(invocation.payload), request_id=invocation.request_id
+        )
+    outcome = InvocationStatus.SUCCEEDED if result.ok else InvocationStatus.FAILED
+    Invocation.objects.filter(pk=invocation_id, status=InvocationStatus.RUNNING).update(
+        status=outcome,
+        finished_at=Now(),
+        duration_ms=result.duration_ms,
+        result=result.output["Body"] if result.ok else None,
+        error=result.error[:128],
+        cause=result.cause,
+    )
+    return outcome
+
+
+def invocation_wait(invocation: Invocation, *, timeout_seconds: float) -> Invocation:
+    """Poll the row (short back-off) until it ends. Not started within the pickup window: it is
+    expired (compare-and-set; if a worker won that race, the wait goes on). Started: the wait
+    lasts the function's timeout plus a grace, after which the row is returned still
+    ``Running``."""
+    pickup_deadline = _clock() + pickup_seconds()
+    run_deadline: float | None = None
+    delay = 0.002
+    while True:
+        status = (
+            Invocation.objects.filter(pk=invocation.pk).values_list("status", flat=True).first()
+        )
+        now = _clock()
+        if status is None:
+            raise ServiceError(
+                "the invocation's record was deleted while waiting for it",
+                code="InvocationGone",
+                status=500,
+            )
+        if status in ENDED_STATUSES:
+            break
+        if status == InvocationStatus.RUNNING and run_deadline is None:
+            run_deadline = now + timeout_seconds + RESULT_GRACE_SECONDS
+        if status == InvocationStatus.ENQUEUED and now >= pickup_deadline:
+            if _expire(invocation.pk, "no worker started the invocation in time"):
+                break
+            continue  # a worker claimed it a moment ago: wait for its result
+        if run_deadline is not None and now >= run_deadline:
+            break
+        deadline = run_deadline if run_deadline is not None else pickup_deadline
+        _pause(max(0.0, min(delay, deadline - now)))
+        delay = min(delay * 2, 0.1)
+    invocation.refresh_from_db()
+    return invocation
+
+
+def invocation_call(*, function: Function, payload: bytes, user: Any = None) -> Invocation:
+    """A synchronous call for the API: record it, let a worker run it, wait for the outcome."""
+    invocation = invocation_submit(function=function, payload=payload, user=user)
+    return invocation_wait(invocation, timeout_seconds=function.timeout_seconds)

@@ -13,6 +13,8 @@
 
 # --- API fixtures (tests/api) ------------------------------------------------------------------
 
+import os  # noqa: E402
+
 import pytest  # noqa: E402
 
 
@@ -38,3 +40,39 @@ def anon_client():
     from rest_framework.test import APIClient
 
     return APIClient()
+
+
+@pytest.fixture
+def staff_user(db):
+    """A staff user: may create, change and delete functions (until roles land)."""
+    from tests.factories import UserFactory
+
+    return UserFactory(is_staff=True)
+
+
+@pytest.fixture
+def staff_client(staff_user):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(staff_user)
+    return client
+
+
+# --- functions folders -------------------------------------------------------------------------
+
+# Handlers that tests register live here (a functions folder, like demo/functions), e.g.
+# "apihandlers.echo", "rthandlers.record"; see functions/loader.py for why they must.
+TEST_FUNCTIONS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "functions/handlers")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_functions_folder():
+    """Add the tests' handler folder to FLOWSITE_FUNCTIONS_PATH for the whole run (pytest-django
+    loads the settings before any conftest, so the environment is too late for this)."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    folders = [*settings.FLOWSITE_FUNCTIONS_PATH, TEST_FUNCTIONS_DIR]
+    with override_settings(FLOWSITE_FUNCTIONS_PATH=folders):
+        yield

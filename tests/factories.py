@@ -81,7 +81,7 @@ class FunctionFactory(factory.django.DjangoModelFactory):
         model = Function
 
     name = factory.Sequence(lambda n: f"fn{n}")
-    handler = "tests.api.test_functions.echo"
+    handler = "apihandlers.echo"
     description = ""
     timeout_seconds = 60
 

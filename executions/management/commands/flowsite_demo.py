@@ -114,14 +114,16 @@ class Command(BaseCommand):
         existing = Function.objects.filter(name=name).first()
         try:
             if existing is None:
-                function_services.function_create(**spec)
+                function_services.function_create(**spec, user=function_services.SYSTEM)
                 self.say(f"function {name}: created ({spec['handler']})")
                 return "created"
             changes = {k: spec[k] for k in FUNCTION_FIELDS if getattr(existing, k) != spec[k]}
             if not changes:
                 self.say(f"function {name}: unchanged")
                 return "unchanged"
-            function_services.function_update(function=existing, **changes)
+            function_services.function_update(
+                function=existing, user=function_services.SYSTEM, **changes
+            )
         except ServiceError as exc:
             raise CommandError(f"function {name}: {exc.code}: {exc.message}") from None
         self.say(f"function {name}: updated ({', '.join(sorted(changes))})")
