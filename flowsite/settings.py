@@ -7,7 +7,6 @@ parse, so a typo in a deployment shows up at start-up rather than as odd behavio
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from celery.schedules import crontab
@@ -158,17 +157,16 @@ if SECURE_HSTS_SECONDS < 0:
 SECURE_HSTS_INCLUDE_SUBDOMAINS = FLOWSITE_HTTPS
 SECURE_HSTS_PRELOAD = FLOWSITE_HTTPS
 
-# Folders holding user function modules (handlers). Appended to sys.path here, at settings
-# import, so the web process AND Celery workers (which import settings too) can import them.
+# Folders holding user function modules (handlers). A handler must be a function in a module
+# file inside one of them (functions/loader.py). They are not put on sys.path here: only a
+# process that runs handlers (a worker) adds them, when it first loads one, so nothing in a
+# folder can ever be imported by the web process.
 FLOWSITE_FUNCTIONS_PATH = [
     str(Path(p).expanduser().resolve())
     for p in env_list(
         "FLOWSITE_FUNCTIONS_PATH", [str(BASE_DIR / "demo" / "functions")], sep=os.pathsep
     )
 ]
-for _folder in FLOWSITE_FUNCTIONS_PATH:
-    if _folder not in sys.path:
-        sys.path.append(_folder)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
