@@ -61,14 +61,14 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import events as ev
 from .builtins import type_name
-from .expressions import EvaluationError
+from .expressions import EvalBudget, EvaluationError, new_budget
 from .graph import FlowGraph, Scope, State, StateKind, TaskMode
 
 ERR_ALL = "FnF.ALL"
@@ -157,7 +157,7 @@ def _is_number(value: Any) -> bool:
 
 def new_state(*, execution_name: str, flow_name: str, input: Any, now: datetime) -> dict:
     return {
-        "v": 1,
+        "v": 2,
         "status": RUNNING,
         "next_event_id": 1,
         "exec": {"name": execution_name, "flow": flow_name, "input": input, "start": _iso(now)},
@@ -224,15 +224,48 @@ def retry_delay(rule, retry_number: int) -> float:
     by MaxBackoffSeconds; ``math.inf`` when that is beyond floating point (callers cut it to
     ``MAX_DUE``)."""
     try:
-        delay = float(rule.interval_seconds) * float(rule.backoff_rate) ** (retry_number - 1)
+        growth = float(rule.backoff_rate) ** (retry_number - 1)
     except OverflowError:
-        delay = math.inf
+        growth = math.inf
+    try:
+        interval = float(rule.interval_seconds)
+    except OverflowError:
+        interval = math.inf
+    delay = interval * growth if interval else 0.0
     cap = rule.max_backoff_seconds
     if cap is not None and cap < min(delay, 1e300):  # (compared exactly, then safe to convert)
         delay = float(cap)
-    if math.isnan(delay):  # 0 × inf: a zero interval stays zero
-        delay = 0.0
     return max(0.0, delay)
+
+
+class _Env(Mapping):
+    """The variables one evaluation sees (``env`` of ``Expression.evaluate``), some of them
+    built only when an expression reads them: ``$Context`` (and ``$Input`` of a container) may
+    have to be read back from the stored values, which only an expression that uses them should
+    pay for. A root that is neither known nor pending is missing (``null``)."""
+
+    __slots__ = ("_known", "_pending", "entry")
+
+    def __init__(
+        self,
+        known: dict[str, Any],
+        pending: dict[str, Callable[[], Any]],
+        entry: int | None = None,
+    ):
+        self._known = known
+        self._pending = pending
+        self.entry = entry  # whose evaluation budget the expressions charge (``_Run.budget``)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._known:
+            self._known[name] = self._pending.pop(name)()  # KeyError: missing
+        return self._known[name]
+
+    def __iter__(self):
+        return iter([*self._known, *self._pending])
+
+    def __len__(self) -> int:
+        return len(self._known) + len(self._pending)
 
 
 class _Run:
@@ -247,6 +280,7 @@ class _Run:
         self.commands: list = []
         self.ignored: str | None = None
         self.legacy = graph.dialect == "legacy"
+        self.budgets: dict[int | None, EvalBudget] = {}  # evaluation budget per entry: budget()
         self.lookup: Callable[[list[str]], dict[str, Any]] | None = values
         # Values put or read in this step; a key under a prefix dropped in this step is missing
         # unless put again (the runtime has not deleted it yet when ``lookup`` is asked).
@@ -367,11 +401,11 @@ class _Run:
         return self.kept(scope, "input")
 
     def has_input(self, entry: dict) -> bool:
-        return "input" in entry or "input@" in entry
+        return "input" in entry or "input@" in entry or "input=raw" in entry
 
     def input_of(self, entry: dict) -> Any:
         """The entry's constructed input, or its raw input while that could not be built."""
-        if self.has_input(entry):
+        if "input" in entry or "input@" in entry:
             return self.kept(entry, "input")
         return entry.get("raw")
 
@@ -383,7 +417,12 @@ class _Run:
             # and the raw input is no longer needed.
             entry.pop("raw", None)
             self.keep(entry, "input", value, self.entry_key(entry, "in"), size, owner=entry)
+        elif value is entry.get("raw"):
+            # No InputConstructor: one copy in the state, not two.
+            entry.pop("input", None)
+            entry["input=raw"] = 1
         else:
+            entry.pop("input=raw", None)
             entry["input"] = value
 
     @property
@@ -442,52 +481,77 @@ class _Run:
             "Current": current,
         }
 
+    def budget(self, env) -> EvalBudget:
+        """The evaluation budget of the state entry ``env`` belongs to: every expression,
+        template and mapping one entry evaluates within this step shares it, so the work of
+        an entry does not grow with the number of expressions its definition holds. Envs
+        without an entry (flow-level mappings) share one."""
+        key = getattr(env, "entry", None)
+        budget = self.budgets.get(key)
+        if budget is None:
+            budget = self.budgets[key] = new_budget()
+        return budget
+
     def render(self, template, env: dict, what: str):
         try:
-            return template.render(env, now=self.now, rng=self.rng)
+            return template.render(env, now=self.now, rng=self.rng, budget=self.budget(env))
         except EvaluationError as exc:
             raise StepFailure(ERR_RUNTIME, f"{what}: {exc}") from None
 
     def evaluate(self, expr, env: dict, what: str):
         try:
-            return expr.evaluate(env, now=self.now, rng=self.rng)
+            return expr.evaluate(env, now=self.now, rng=self.rng, budget=self.budget(env))
         except EvaluationError as exc:
             raise StepFailure(ERR_RUNTIME, f"{what}: {exc}") from None
 
     def apply_mappings(self, mappings, env: dict, what: str) -> dict:
         try:
-            return mappings.apply(env, now=self.now, rng=self.rng)
+            return mappings.apply(env, now=self.now, rng=self.rng, budget=self.budget(env))
         except EvaluationError as exc:
             raise StepFailure(ERR_RUNTIME, f"{what}: {exc}") from None
 
-    def state_env(self, entry: dict) -> dict:
+    def state_env(self, entry: dict) -> Mapping[str, Any]:
         """Variables for expressions a state evaluates against its (constructed) input:
         Choice conditions, Wait seconds, Map items, a Task's request."""
         if self.legacy:
             return self.legacy_env(entry, input=self.input_of(entry))
-        return {
-            "Input": self.input_of(entry),
-            "Context": self.context(entry),
-            "Global": self.s["globals"],
-        }
+        return self.cloudflow_env(entry)
 
-    def legacy_env(self, entry: dict, *, input=None, local=None) -> dict:
+    def cloudflow_env(self, entry: dict, **known) -> Mapping[str, Any]:
+        """``$Input`` (the entry's constructed input unless given), ``$Context``, ``$Global`` and
+        whatever else is ``known`` (``Output``, ``Item``); ``output``/``error`` for
+        ``$Context.Current`` go in ``known`` under those lower-case names."""
+        output = known.pop("output", None)
+        error = known.pop("error", None)
+        known["Global"] = self.s["globals"]
+        pending = {"Context": lambda: self.context(entry, output=output, error=error)}
+        if "Input" not in known:
+            pending["Input"] = lambda: self.input_of(entry)
+        return _Env(known, pending, entry.get("id"))
+
+    def legacy_env(self, entry: dict, *, input=None, local=None) -> Mapping[str, Any]:
         scope = self.scope(entry["scope"])
-        return {
-            "input": self.scope_input(scope) if input is None else input,
-            "local": scope["local"] if local is None else local,
-            "context": self.context(entry),
-        }
+        known = {"local": scope["local"] if local is None else local}
+        pending = {"context": lambda: self.context(entry)}
+        if input is None:
+            pending["input"] = lambda: self.scope_input(scope)
+        else:
+            known["input"] = input
+        return _Env(known, pending, entry.get("id"))
 
     # ------------------------------------------------------------------ events
 
     def handle(self, event) -> None:
         if isinstance(event, ev.Start):
             self.start(event.input)
-        elif not self.running:
+            self.drain()
+            return
+        if not self.running:
             self.ignore(f"the execution is {self.s['status']}")
             return
-        elif isinstance(event, ev.Stop):
+        if self.s.get("v", 1) < 2:
+            self.upgrade()
+        if isinstance(event, ev.Stop):
             self.cancel_scope(self.root_scope_id(), emit=False)
             self.finish(STOPPED, error=event.error, cause=event.cause)
             return
@@ -515,6 +579,23 @@ class _Run:
 
     def root_scope_id(self) -> int:
         return self.s["root"]
+
+    def upgrade(self) -> None:
+        """Bring a state stored by an earlier version (``"v": 1``: container results and Map
+        items inside the state) to this one, storing those beside it. Once per execution."""
+        self.s["v"] = 2
+        for entry in self.s["entries"].values():
+            results = entry.pop("results", None)
+            if results is None:
+                continue
+            entry["done"] = len(results)
+            entry["bytes"] = 0
+            for index, output in results.items():
+                entry["bytes"] += json_size(output) + 1
+                self.put(self.entry_key(entry, f"res:{index}"), output, owner=entry)
+            for i, item in enumerate(entry.pop("items", ())):
+                if i >= entry.get("next_item", 0):
+                    self.put(self.entry_key(entry, f"item:{i}"), item, owner=entry)
 
     def start(self, input: Any) -> None:
         if self.s["next_event_id"] != 1:
@@ -618,7 +699,7 @@ class _Run:
             merged.update(scope["local"])
             return merged
         if st.input_constructor is not None:
-            env = {"Input": raw, "Context": self.context(entry), "Global": self.s["globals"]}
+            env = self.cloudflow_env(entry, Input=raw)
             built = self.render(st.input_constructor, env, f"{st.path}.InputConstructor")
             if not isinstance(built, dict):
                 raise StepFailure(
@@ -1126,12 +1207,7 @@ class _Run:
                         base[spec.index_key] = i
                     child_input = base
                 elif spec.item_constructor is not None:
-                    env = {
-                        "Input": self.input_of(entry),
-                        "Item": item,
-                        "Context": self.context(entry),
-                        "Global": self.s["globals"],
-                    }
+                    env = self.cloudflow_env(entry, Item=item)
                     child_input = self.render(
                         spec.item_constructor, env, f"{st.path}.ItemConstructor"
                     )
@@ -1295,12 +1371,7 @@ class _Run:
             if st.kind in (StateKind.PARALLEL, StateKind.MAP):
                 return {}
             return result if isinstance(result, dict) else {}
-        env = {
-            "Input": self.input_of(entry),
-            "Output": result,
-            "Context": self.context(entry, output=result),
-            "Global": self.s["globals"],
-        }
+        env = self.cloudflow_env(entry, Output=result, output=result)
         output = result
         if st.output_constructor is not None:
             output = self.render(st.output_constructor, env, f"{st.path}.OutputConstructor")
@@ -1396,11 +1467,7 @@ class _Run:
             )
         if catch.output_constructor is None:
             return {"Error": error, "Cause": cause}
-        env = {
-            "Input": self.input_of(entry),
-            "Context": self.context(entry, error=(error, cause)),
-            "Global": self.s["globals"],
-        }
+        env = self.cloudflow_env(entry, error=(error, cause))
         output = self.render(catch.output_constructor, env, f"{catch.path}.OutputConstructor")
         if not isinstance(output, dict):
             # It becomes the next state's input in place of the failed state's output.

@@ -3,10 +3,18 @@ Map, callbacks, timeouts, stop, limits and stale events. No database."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+import math
+import re
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from executions.engine import events as ev
-from executions.engine.machine import Limits
+from executions.engine.compiler import compile_definition
+from executions.engine.graph import RetryRule
+from executions.engine.machine import MAX_DUE, Limits, new_state, retry_delay
 
 from .sim import T0, HandlerError, Sim
 
@@ -903,3 +911,800 @@ def test_legacy_choice_inline_steps_then_continue():
     assert sim.status == "Succeeded"
     assert sim.output == {"via": "inline", "skipped": True, "err": "Boom"}
     sim.check_invariants()
+
+
+# ------------------------------------------------------------------ values beside the state
+
+
+MAP10 = cf("""
+StartAt: M
+States:
+  - Type: Map
+    Name: M
+    ItemsPath: $Input.items
+    MaxConcurrency: 10
+    Processor:
+      StartAt: Work
+      States:
+        - Type: Task
+          Name: Work
+          Action: FC:InvokeFunction
+          Parameters:
+            invocationType: Sync
+            resourceArn: acs:fc:r:1:functions/echo
+          OutputConstructor:
+            $: $Output.Body
+          End: true
+    Next: Done
+  - Type: Pass
+    Name: Done
+    OutputConstructor:
+      count.$: length($Input.Items)
+      last.$: $Input.Items[length($Input.Items) - 1].i
+    End: true
+""")
+
+
+def run_map10(n: int) -> Sim:
+    items = [{"i": i, "pad": "x" * 200} for i in range(n)]
+    sim = Sim(MAP10, {"echo": echo}).run({"items": items})
+    assert sim.status == "Succeeded" and sim.output == {"count": n, "last": n - 1}
+    sim.check_invariants()
+    return sim
+
+
+def test_map_writes_grow_linearly_with_its_items():
+    runs = {n: run_map10(n) for n in (100, 200, 400)}
+    state = {n: sim.state_bytes for n, sim in runs.items()}
+    values = {n: sim.value_bytes for n, sim in runs.items()}
+    # Doubling the items doubles what is written (results kept in the state made it ~4x).
+    for small, big in ((100, 200), (200, 400)):
+        assert 1.8 < state[big] / state[small] < 2.2, state
+        assert 1.8 < values[big] / values[small] < 2.2, values
+    # The state written by one transition does not grow with the items or the results
+    # collected: it holds the ten iterations in flight, not the rest.
+    assert runs[400].max_state_bytes <= runs[100].max_state_bytes * 1.05
+    assert runs[400].max_state_bytes < 12_000
+    # Reads too: one item per iteration started once a slot frees, and every result once
+    # when the Map completes (but the last, which arrives in that very step).
+    sim = runs[400]
+    sizes = sorted(len(keys) for keys in sim.lookups)
+    assert sizes[-1] == 399 and sizes[-2] == 1
+    assert sum(sizes) == 399 + 390
+    assert not sim.values  # the ended execution's values are gone
+
+
+def test_container_values_are_dropped_when_the_container_is_done():
+    definition = MAP10.replace(
+        """  - Type: Pass
+    Name: Done
+""",
+        """  - Type: Wait
+    Name: Done
+    Seconds: 5
+""",
+    ).replace("    OutputConstructor:\n      count.$", "    InputConstructor:\n      count.$")
+    items = [{"i": i, "pad": "x" * 200} for i in range(30)]
+    sim = Sim(definition, {"echo": echo}).start({"items": items})
+    for _ in range(5):
+        sim.run_one_task()
+    map_entry = next(e["event_id"] for e in sim.history if e["step_name"] == "M")
+    kept = set(sim.values)
+    assert {f"e{map_entry}:res:{i}" for i in range(5)} <= kept
+    assert {f"e{map_entry}:item:{i}" for i in range(15, 30)} <= kept  # not started yet
+    assert "x:input" in kept and f"e{map_entry}:in" in kept  # both larger than 1 KiB
+    stored = json.dumps(sim.state)
+    # The ten iterations in flight hold their item ($Context.Current.Item) and their first
+    # state's input, nothing else: no result, no item waiting.
+    assert stored.count('"pad"') == 20
+    sim.settle(timers=False)
+    assert sim.status == "Running" and sim.output is None  # in the Wait after the Map
+    assert set(sim.values) == {"x:input"}  # the execution's own input stays until it ends
+    sim.fire_next_timer()
+    assert sim.status == "Succeeded" and sim.output == {"count": 30, "last": 29}
+
+
+@pytest.mark.parametrize("inline", [0, 1024, 10**9])
+def test_containers_give_the_same_results_wherever_values_are_kept(inline):
+    """``inline_value_bytes`` only moves values between the state and the side table."""
+    sq = {"sq": lambda e: {"sq": e["n"] ** 2, "i": e["i"]}}
+    sim = Sim(MAP, sq, limits=Limits(inline_value_bytes=inline)).run({"items": [3, 1, 2]})
+    assert sim.output == {"Items": [{"sq": 9, "i": 0}, {"sq": 1, "i": 1}, {"sq": 4, "i": 2}]}
+    sim = Sim(
+        PARALLEL, {"fn": lambda e: {"b": e["v"] * 2}}, limits=Limits(inline_value_bytes=inline)
+    )
+    assert sim.run({"v": 4}).output == {"Branch0": {"a": 4}, "Branch1": {"b": 8}}
+    sim = Sim(
+        cf("""
+StartAt: M
+States:
+  - Type: Map
+    Name: M
+    ItemsPath: $Context.Execution.Input.xs
+    MaxConcurrency: 1
+    ItemConstructor:
+      x.$: $Item
+      tag.$: $Input.tag
+      first.$: $Context.Execution.Input.xs[0]
+    Processor:
+      StartAt: P
+      States:
+        - Type: Pass
+          Name: P
+          End: true
+    OutputConstructor:
+      all.$: $Output.Items
+      tag.$: $Input.tag
+    End: true
+"""),
+        limits=Limits(inline_value_bytes=inline),
+    ).run({"xs": [5, 6, 7], "tag": "t"})
+    assert sim.output == {
+        "all": [{"x": x, "tag": "t", "first": 5} for x in (5, 6, 7)],
+        "tag": "t",
+    }
+
+
+def test_legacy_foreach_and_flow_input_beside_the_state():
+    flow = """
+version: v1
+type: flow
+steps:
+  - type: foreach
+    name: each
+    iterationMapping:
+      collection: $.xs
+      item: x
+      index: i
+    steps:
+      - type: task
+        name: t
+        resourceArn: acs:fc:r:1:services/s/functions/add
+    outputMappings:
+      - target: all
+        source: $local
+  - type: pass
+    name: after
+    outputMappings:
+      - target: seen
+        source: $input.xs
+"""
+    outputs = []
+    for inline in (0, 10**9):
+        sim = Sim(
+            flow,
+            {"add": lambda e: {"y": e["x"] + e["i"]}},
+            limits=Limits(inline_value_bytes=inline),
+        ).run({"xs": [10, 20, 30]})
+        assert sim.status == "Succeeded", sim.error
+        outputs.append(sim.output)
+        sim.check_invariants()
+    assert outputs[0] == outputs[1]
+    assert outputs[0]["all"] == [{"y": 10}, {"y": 21}, {"y": 32}]
+    assert outputs[0]["seen"] == [10, 20, 30]
+
+
+MAP_CAUGHT = cf("""
+StartAt: M
+States:
+  - Type: Map
+    Name: M
+    ItemsPath: $Input.items
+    MaxConcurrency: 2
+    Processor:
+      StartAt: Work
+      States:
+        - Type: Task
+          Name: Work
+          Action: FC:InvokeFunction
+          Parameters:
+            invocationType: Sync
+            resourceArn: acs:fc:r:1:functions/big
+          OutputConstructor:
+            $: $Output.Body
+          End: true
+    Catch:
+      - Errors: [FnF.DataLimitExceeded]
+        Next: TooBig
+    End: true
+  - Type: Pass
+    Name: TooBig
+    End: true
+""")
+
+
+def test_map_size_limit_fires_as_results_arrive():
+    sim = Sim(
+        MAP_CAUGHT, {"big": lambda e: {"pad": "x" * 290}}, limits=Limits(max_payload_bytes=3000)
+    ).run({"items": list(range(20))})
+    assert sim.status == "Succeeded"
+    assert sim.output["Error"] == "FnF.DataLimitExceeded"
+    # 300 bytes a result (and a separator): the tenth passes 3,000, long before the twentieth.
+    assert "reached 3010 bytes with 10 of 20 iteration outputs in" in sim.output["Cause"]
+    assert len(sim.calls) == 10
+    exits = [e for e in sim.history if e["type"] == "IterationExited"]
+    assert [bool(e["detail"].get("cancelled")) for e in exits] == [False] * 10 + [True]
+    assert not sim.pending or all((c.entry, c.attempt) in sim.cancelled for c in sim.pending)
+    sim.check_invariants()
+
+
+def test_parallel_size_limit_fires_before_the_slow_branch_ends():
+    sim = Sim(
+        cf("""
+StartAt: P
+States:
+  - Type: Parallel
+    Name: P
+    Branches:
+      - StartAt: Slow
+        States:
+          - Type: Task
+            Name: Slow
+            Action: FC:InvokeFunction
+            Parameters:
+              invocationType: Sync
+              resourceArn: acs:fc:r:1:functions/echo
+            End: true
+      - StartAt: A
+        States:
+          - Type: Pass
+            Name: A
+            InputConstructor:
+              a.$: $Input.pad
+              b.$: $Input.pad
+            End: true
+      - StartAt: B
+        States:
+          - Type: Pass
+            Name: B
+            InputConstructor:
+              a.$: $Input.pad
+              b.$: $Input.pad
+            End: true
+    End: true
+"""),
+        {"echo": echo},
+        limits=Limits(max_payload_bytes=1000),
+    ).start({"pad": "x" * 450})
+    assert sim.status == "Failed" and sim.error[0] == "FnF.DataLimitExceeded"
+    assert "with 2 of 3 branch outputs in" in sim.error[1]
+    # The slow branch's attempt was sent out, then cancelled before it ran.
+    assert [c.state_name for c in sim.pending] == ["Slow"] and not sim.calls
+    assert {(c.entry, c.attempt) for c in sim.pending} == sim.cancelled
+    sim.check_invariants()
+
+
+def test_retried_container_starts_over_with_fresh_results():
+    fails = {"n": 0}
+
+    def work(event):
+        if event["n"] == 2 and fails["n"] == 0:
+            fails["n"] += 1
+            raise HandlerError("Flaky", "once")
+        return {"n": event["n"]}
+
+    definition = cf("""
+StartAt: M
+States:
+  - Type: Map
+    Name: M
+    ItemsPath: $Input.items
+    MaxConcurrency: 1
+    Processor:
+      StartAt: Work
+      States:
+        - Type: Task
+          Name: Work
+          Action: FC:InvokeFunction
+          Parameters:
+            invocationType: Sync
+            resourceArn: acs:fc:r:1:functions/work
+            body:
+              n.$: $Input
+          OutputConstructor:
+            $: $Output.Body
+          End: true
+    Retry:
+      - Errors: [Flaky]
+        MaxAttempts: 1
+        IntervalSeconds: 3
+    End: true
+""")
+    sim = Sim(definition, {"work": work}, limits=Limits(inline_value_bytes=0)).start(
+        {"items": [1, 2, 3]}
+    )
+    sim.settle(timers=False)
+    map_entry = next(e["event_id"] for e in sim.history if e["step_name"] == "M")
+    # Waiting to retry: the first run's result and waiting item are gone, its input stays.
+    assert set(sim.values) == {"x:input", f"e{map_entry}:in"}
+    sim.settle()
+    assert sim.status == "Succeeded"
+    assert sim.output == {"Items": [{"n": 1}, {"n": 2}, {"n": 3}]}
+    assert [c[1]["n"] for c in sim.calls] == [1, 2, 1, 2, 3]
+    sim.check_invariants()
+
+
+def test_a_state_stored_before_values_moved_out_is_upgraded():
+    sim = Sim(MAP, {"sq": lambda e: {"sq": e["n"] ** 2, "i": e["i"]}}).start(
+        {"items": [1, 2, 3, 4, 5]}
+    )
+    sim.run_one_task()
+    # Rewrite the stored state as the previous version kept it: results and items inside.
+    state = sim.state
+    (entry,) = [e for e in state["entries"].values() if e["state"] == "M"]
+    prefix = f"e{entry['id']}:"
+    entry["results"] = {
+        key.rsplit(":", 1)[1]: json.loads(text)
+        for key, text in sim.values.items()
+        if key.startswith(prefix + "res:")
+    }
+    entry["items"] = [1, 2, 3, 4, 5]
+    for key in ("done", "bytes", "vals"):
+        entry.pop(key)
+    state["v"] = 1
+    sim.values.clear()
+    sim.settle()
+    assert sim.status == "Succeeded"
+    assert sim.output == {"Items": [{"sq": n * n, "i": n - 1} for n in range(1, 6)]}
+    assert sim.state["v"] == 2
+
+
+# ------------------------------------------------------------------ async submit, idempotency
+
+
+ASYNC = cf("""
+StartAt: Fire
+States:
+  - Type: Task
+    Name: Fire
+    Action: FC:InvokeFunction
+    TaskMode: RequestComplete
+    Timeout: "30"
+    Parameters:
+      invocationType: Async
+      resourceArn: acs:fc:r:1:functions/record/LATEST
+      body:
+        n.$: $Input.n
+    OutputConstructor:
+      task_id.$: $Output.Headers["x-fc-async-task-id"]
+      status.$: $Output.StatusCode
+      body.$: $Output.Body
+    End: true
+""")
+
+
+def test_async_submit_is_a_command_and_the_task_completes_at_once():
+    sim = Sim(ASYNC, {}).start({"n": 7})
+    assert sim.status == "Succeeded"
+    (submit,) = sim.submitted
+    assert submit.function == "record" and submit.event == {"n": 7}
+    assert submit.state_name == "Fire" and submit.attempt == 1
+    assert re.fullmatch(r"t[0-9a-f]{32}", submit.task_id)
+    assert sim.output == {"task_id": submit.task_id, "status": 202, "body": ""}
+    assert not sim.pending and not sim.timers  # nothing to run or time out in the flow
+    assert sim.types() == [
+        "ExecutionStarted",
+        "StepEntered",
+        "TaskScheduled",
+        "TaskSubmitted",
+        "TaskSucceeded",
+        "StepExited",
+        "ExecutionSucceeded",
+    ]
+    submitted = sim.history[3]
+    assert submitted["detail"] == {"taskId": submit.task_id}
+    assert submitted["schedule_event_id"] == sim.history[2]["event_id"]
+    sim.check_invariants()
+
+
+def test_async_submits_get_distinct_task_ids():
+    branch = """
+      - StartAt: Fire{i}
+        States:
+          - Type: Task
+            Name: Fire{i}
+            Action: FC:InvokeFunction
+            Parameters:
+              invocationType: Async
+              resourceArn: acs:fc:r:1:functions/record
+            End: true"""
+    branches = "".join(branch.format(i=i) for i in range(3))
+    parallel = f"StartAt: P\nStates:\n  - Type: Parallel\n    Name: P\n    Branches:{branches}"
+    sim = Sim(cf(parallel + "\n    End: true\n")).run({})
+    assert sim.status == "Succeeded"
+    ids = [s.task_id for s in sim.submitted]
+    assert len(set(ids)) == 3
+    assert [sim.output[f"Branch{i}"]["Headers"]["x-fc-async-task-id"] for i in range(3)] == ids
+
+
+def test_async_under_system_callback_still_waits_for_the_function():
+    sim = Sim(
+        ASYNC.replace("TaskMode: RequestComplete", "TaskMode: WaitForSystemCallback"),
+        {"record": lambda e: {"got": e["n"]}},
+    ).start({"n": 3})
+    assert sim.status == "Running" and not sim.submitted
+    (cmd,) = sim.pending
+    assert cmd.invocation == "async" and cmd.mode == "WaitForSystemCallback"
+    sim.settle(timers=False)
+    assert sim.output["body"] == {"got": 3} and sim.output["status"] == 200
+
+
+def test_idempotency_key_survives_lost_workers_and_changes_with_retries():
+    sim = Sim(
+        cf("""
+StartAt: T
+States:
+  - Type: Task
+    Name: T
+    Action: FC:InvokeFunction
+    Parameters:
+      invocationType: Sync
+      resourceArn: acs:fc:r:1:functions/f
+    Retry:
+      - Errors: [Boom]
+        MaxAttempts: 2
+        IntervalSeconds: 1
+    End: true
+"""),
+        limits=Limits(max_lost_attempts=5),
+    ).start({})
+    keys = []
+
+    def next_attempt():
+        cmd = sim.pending.popleft()
+        keys.append((cmd.attempt, cmd.idempotency_key))
+        sim.feed(ev.TaskStarted(cmd.entry, cmd.attempt))
+        return cmd
+
+    cmd = next_attempt()
+    sim.feed(ev.TaskLost(cmd.entry, cmd.attempt))  # the worker died: same logical attempt
+    cmd = next_attempt()
+    sim.feed(ev.TaskFailed(cmd.entry, cmd.attempt, "Boom"))  # a real failure: Retry
+    sim.fire_next_timer()
+    cmd = next_attempt()
+    sim.feed(ev.TaskLost(cmd.entry, cmd.attempt))
+    cmd = next_attempt()
+    sim.feed(ev.TaskLost(cmd.entry, cmd.attempt))
+    cmd = next_attempt()
+    sim.feed(ev.TaskFailed(cmd.entry, cmd.attempt, "Boom"))
+    sim.fire_next_timer()
+    cmd = next_attempt()
+    sim.feed(ev.TaskSucceeded(cmd.entry, cmd.attempt, {"Body": {}}))
+    assert sim.status == "Succeeded"
+    entry = cmd.entry
+    assert keys == [
+        (1, f"{entry}.1"),
+        (2, f"{entry}.1"),
+        (3, f"{entry}.2"),
+        (4, f"{entry}.2"),
+        (5, f"{entry}.2"),
+        (6, f"{entry}.3"),
+    ]
+
+
+# ------------------------------------------------------------------ FDL fixes at run time
+
+
+def test_each_retry_rule_has_its_own_counter_and_back_off():
+    errors = iter(["A", "B", "A", "B"])
+
+    def fn(event):
+        error = next(errors, None)
+        if error:
+            raise HandlerError(error, "")
+        return {}
+
+    sim = Sim(
+        cf("""
+StartAt: T
+States:
+  - Type: Task
+    Name: T
+    Action: FC:InvokeFunction
+    Parameters:
+      invocationType: Sync
+      resourceArn: acs:fc:r:1:functions/fn
+    Retry:
+      - Errors: [A]
+        MaxAttempts: 2
+        IntervalSeconds: 10
+      - Errors: [B]
+        MaxAttempts: 2
+        IntervalSeconds: 1
+        BackoffRate: 3
+    OutputConstructor:
+      retries.$: $Context.Current.RetryCount
+    End: true
+"""),
+        {"fn": fn},
+    ).run({})
+    # A shared counter made the second A the rule's third try (refused) and B's delay 3 s.
+    assert sim.status == "Succeeded"
+    times = retry_times(sim)
+    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+    assert gaps == [10, 1, 10, 3]
+    scheduled = [e["detail"]["retry_count"] for e in sim.history if e["type"] == "TaskScheduled"]
+    assert scheduled == [0, 1, 2, 3, 4]
+    assert sim.output == {"retries": 4}
+
+
+def test_a_rule_out_of_retries_does_not_fall_through_to_the_next():
+    sim = Sim(TASK_RETRY, {"flaky": flaky(99, "Other")}).run({"k": 1})
+    # Other matches only the first rule (9 retries) and then FnF.ALL's Catch.
+    assert len(retry_times(sim)) == 10
+    assert sim.status == "Failed" and sim.error[0] == "FnF.Fail"  # the Fail state "Never"
+
+
+def test_fail_without_code_has_a_default_error_name():
+    sim = Sim(
+        cf("""
+StartAt: P
+States:
+  - Type: Parallel
+    Name: P
+    Branches:
+      - StartAt: F
+        States:
+          - Type: Fail
+            Name: F
+            Detail: no code here
+    Catch:
+      - Errors: [FnF.Fail]
+        Next: C
+    End: true
+  - Type: Pass
+    Name: C
+    End: true
+""")
+    ).run({})
+    assert sim.status == "Succeeded"
+    assert sim.output == {"Error": "FnF.Fail", "Cause": "no code here"}
+    failed = [e for e in sim.history if e["type"] == "StepFailed"]
+    assert failed[0]["detail"]["error"] == "FnF.Fail"
+
+    sim = Sim("version: v1\ntype: flow\nsteps:\n  - type: fail\n    name: f\n").run({})
+    assert sim.status == "Failed" and sim.error == ("FnF.Fail", "")
+
+
+NOT_AN_OBJECT = [
+    # (states, input, function body, what the message names)
+    (
+        """
+  - Type: Pass
+    Name: S
+    OutputConstructor:
+      $: $Input.list
+    End: true""",
+        {"list": [1]},
+        "the output of state 'S' must be a JSON object, got array",
+    ),
+    (
+        """
+  - Type: Pass
+    Name: S
+    InputConstructor:
+      $: $Input.n
+    End: true""",
+        {"n": 1},
+        "the InputConstructor of state 'S' must build a JSON object, got number",
+    ),
+    (
+        """
+  - Type: Task
+    Name: S
+    Action: FC:InvokeFunction
+    Parameters:
+      invocationType: Sync
+      resourceArn: acs:fc:r:1:functions/fn
+    OutputConstructor:
+      $: $Output.Body
+    End: true""",
+        {"s": "text"},
+        "the output of state 'S' must be a JSON object, got string",
+    ),
+    (
+        """
+  - Type: Choice
+    Name: S
+    Branches:
+      - Condition: $Input == null
+        Next: E
+    Default: E
+  - Type: Succeed
+    Name: E""",
+        None,
+        "the output of state 'S' must be a JSON object, got null",
+    ),
+]
+
+
+@pytest.mark.parametrize(("states", "input", "message"), NOT_AN_OBJECT)
+def test_a_state_input_or_output_that_is_not_an_object_is_a_catchable_runtime_error(
+    states, input, message
+):
+    sim = start_with(Sim(cf(f"StartAt: S\nStates:{states}\n"), {"fn": lambda e: e["s"]}), input)
+    sim.settle()
+    assert sim.status == "Failed"
+    assert sim.error == ("FnF.RuntimeError", message)
+    sim.check_invariants()
+    # Catchable: wrapped in a Parallel whose Catch takes FnF.RuntimeError.
+    indented = states.replace("\n", "\n        ")
+    wrapped = cf(f"""StartAt: P
+States:
+  - Type: Parallel
+    Name: P
+    Branches:
+      - StartAt: S
+        States:{indented}
+    Catch:
+      - Errors: [FnF.RuntimeError]
+        Next: C
+    End: true
+  - Type: Pass
+    Name: C
+    End: true
+""")
+    sim = start_with(Sim(wrapped, {"fn": lambda e: e["s"]}), input).settle()
+    assert sim.status == "Succeeded"
+    assert sim.output == {"Error": "FnF.RuntimeError", "Cause": message}
+
+
+def start_with(sim: Sim, input) -> Sim:
+    """``Sim.start`` with any input, ``null`` included (``start`` turns None into {})."""
+    sim.state = new_state(execution_name="run1", flow_name="f", input=input, now=sim.now)
+    sim.feed(ev.Start(input))
+    return sim
+
+
+def test_scalar_map_items_may_feed_states_that_build_objects():
+    # An item need not be an object: only what a state builds and returns must be.
+    assert Sim(MAP, {"sq": lambda e: {"sq": e["n"]}}).run({"items": [1, "a", None]}).output == {
+        "Items": [{"sq": 1}, {"sq": "a"}, {"sq": None}]
+    }
+
+
+def test_callback_output_and_catch_output_must_be_objects():
+    plain = CALLBACK.replace("    OutputConstructor:\n      decision.$: $Output.decision\n", "")
+    sim = Sim(plain, {"notify": lambda e: {}}).start({})
+    sim.settle(timers=False)
+    sim.feed(ev.CallbackSucceeded(next(iter(sim.tokens)), ["approve"]))
+    assert sim.error == (
+        "FnF.RuntimeError",
+        "the output of state 'Ask' must be a JSON object, got array",
+    )
+
+    sim = Sim(
+        cf("""
+StartAt: F
+States:
+  - Type: Task
+    Name: F
+    Action: FC:InvokeFunction
+    Parameters:
+      invocationType: Sync
+      resourceArn: acs:fc:r:1:functions/bad
+    Catch:
+      - Errors: [FnF.ALL]
+        Next: C
+        OutputConstructor:
+          $: $Context.Current.Error.Code
+    End: true
+  - Type: Pass
+    Name: C
+    End: true
+"""),
+        {"bad": flaky(9, "Boom")},
+    ).run({})
+    assert sim.error == (
+        "FnF.RuntimeError",
+        "the Catch OutputConstructor of state 'F' must build a JSON object, got string",
+    )
+
+
+WAIT_SECONDS = cf("""
+StartAt: W
+States:
+  - Type: Wait
+    Name: W
+    Seconds.$: $Input.s
+    End: true
+""")
+
+WAIT_STAMP = WAIT_SECONDS.replace("Seconds.$: $Input.s", "Timestamp.$: $Input.s")
+
+
+@pytest.mark.parametrize(
+    ("definition", "value", "cause"),
+    [
+        (WAIT_SECONDS, 1e15, "a Wait of 1000000000000000.0 seconds would end after 9998-12-31"),
+        (WAIT_SECONDS, 10**400, "seconds would end after 9998-12-31T23:59:59.000Z"),
+        (WAIT_SECONDS, -1, "Wait seconds must be a number ≥ 0, got number -1"),
+        (WAIT_SECONDS, "10", 'Wait seconds must be a number ≥ 0, got string "10"'),
+        (WAIT_SECONDS, True, "Wait seconds must be a number ≥ 0, got boolean true"),
+        (WAIT_SECONDS, None, "Wait seconds must be a number ≥ 0, got null null"),
+        (WAIT_STAMP, "9999-12-31T23:00:00-14:00", "is after 9998-12-31T23:59:59.000Z"),
+        (WAIT_STAMP, "9999-12-31T23:59:59Z", "is after 9998-12-31T23:59:59.000Z"),
+        (WAIT_STAMP, "tomorrow", 'Wait timestamp "tomorrow" is not RFC 3339'),
+        (WAIT_STAMP, "2026-01-01T00:00:00", "has no time zone"),
+        (WAIT_STAMP, 5, "Wait timestamp must be an RFC 3339 string, got number 5"),
+    ],
+)
+def test_waits_that_cannot_be_kept_fail_as_runtime_errors(definition, value, cause):
+    sim = Sim(definition).run({"s": value})
+    assert sim.status == "Failed" and sim.error[0] == "FnF.RuntimeError"
+    assert cause in sim.error[1]
+    assert not sim.timers
+
+
+def test_waits_far_off_or_in_the_distant_past_are_kept():
+    sim = Sim(WAIT_STAMP).start({"s": "0001-01-01T00:00:00+14:00"})
+    assert sim.status == "Succeeded" and not sim.timers  # in the past: no wait
+    sim = Sim(WAIT_STAMP).start({"s": "2027-06-01T12:00:00+02:00"})
+    assert list(sim.timers.values()) == [datetime(2027, 6, 1, 10, tzinfo=UTC)]
+    until = [e["detail"]["until"] for e in sim.history if e["type"] == "StepStarted"]
+    assert until == ["2027-06-01T10:00:00.000Z"]
+    sim = Sim(WAIT_SECONDS).start({"s": 10 * 365 * 86400})
+    assert sim.status == "Running" and len(sim.timers) == 1
+
+
+def test_retry_delays_and_deadlines_never_overflow():
+    rule = RetryRule(errors=("X",), max_attempts=10**6, interval_seconds=1, backoff_rate=1e300)
+    assert retry_delay(rule, 1) == 1
+    assert retry_delay(rule, 3) == math.inf
+    capped = RetryRule(("X",), 5, 10**400, backoff_rate=2, max_backoff_seconds=60)
+    assert retry_delay(capped, 4) == 60
+    huge_cap = RetryRule(("X",), 5, 1, backoff_rate=10, max_backoff_seconds=10**400)
+    assert retry_delay(huge_cap, 500) == math.inf
+    assert retry_delay(RetryRule(("X",), 5, 0, backoff_rate=1e300), 5) == 0
+
+    # A graph that skipped save-time checks (absurd back-off, timeout, heartbeat) still runs.
+    graph = compile_definition(TASK_RETRY)
+    task = graph.root.states["T"]
+    absurd = replace(
+        task,
+        retry=tuple(replace(r, backoff_rate=1e300) for r in task.retry),
+        task=replace(task.task, timeout_seconds=10**400),
+    )
+    states = dict(graph.root.states, T=absurd)
+    root = replace(graph.root, states=states)
+    sim = Sim(TASK_RETRY, {"flaky": flaky(2, "Other")})
+    sim.graph = replace(graph, root=root, scopes={**graph.scopes, root.path: root})
+    sim.run({"k": 1})
+    assert sim.status == "Succeeded"
+    # The second back-off (1 s × 1e300) was cut to the latest deadline.
+    assert retry_times(sim) == [T0, T0 + timedelta(seconds=1), MAX_DUE]
+
+
+def test_machine_messages_name_json_types():
+    sim = Sim(MAP, {}).run({"items": {"a": 1}})
+    assert sim.error == (
+        "FnF.RuntimeError",
+        "the items expression '$Input.items' gave object, not an array",
+    )
+    sim = Sim(
+        "version: v1\ntype: flow\nsteps:\n  - type: task\n    name: t\n"
+        "    resourceArn: acs:fc:r:1:services/s/functions/f\n",
+        {"f": lambda e: [1, 2]},
+    ).run({})
+    assert sim.error == (
+        "FC.InvalidResponse",
+        "a legacy task step needs a JSON object as its result, got array",
+    )
+    sim = Sim(
+        cf("""
+StartAt: C
+States:
+  - Type: Choice
+    Name: C
+    Branches:
+      - Condition: $Input.v
+        Next: S
+    Default: S
+  - Type: Succeed
+    Name: S
+""")
+    ).run({"v": "yes"})
+    assert sim.error == (
+        "FnF.RuntimeError",
+        "condition '$Input.v' gave string \"yes\", not a boolean",
+    )
