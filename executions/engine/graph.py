@@ -1,23 +1,24 @@
 """The validated definition graph: what both FDL dialects compile into.
 
-Contract: a ``FlowGraph`` is immutable once built and has already passed every check in
-``compiler.py`` (every ``Next``/``goto``/``Default`` names a state of its own scope, every state
-is reachable, every scope can end, every expression compiled). The interpreter (``machine.py``)
-never re-validates and never looks at YAML; it only reads these dataclasses.
+Contract: a ``FlowGraph`` is immutable once built and has already passed every check of the
+``compiler`` package (every ``Next``/``goto``/``Default`` names a state of its own scope, every
+state is reachable, every scope can end, every expression compiled). The interpreter
+(``machine.py``) never re-validates and never looks at YAML; it only reads these dataclasses.
 
 The interpreter does not care which dialect a flow came from except for *data shaping*, which
 differs deeply between the two (constructors and ``$Input``/``$Output`` versus ``$local`` and
 mappings); ``FlowGraph.dialect`` selects that, nothing else.
 
 Files to touch to add a state type: ``StateKind`` and a spec dataclass here, the dialect
-parsers in ``compiler.py``, ``machine.py`` (``_Run._enter_*``), the golden tests under
-``tests/engine/golden/``, and ``docs/flows.md``.
+parsers in ``compiler/cloudflow.py`` and ``compiler/legacy.py``, ``machine.py``
+(``_Run._enter_*``), the golden tests under ``tests/engine/golden/``, and ``docs/flows.md``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
@@ -26,6 +27,12 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from .templates import Mappings, Template
 
 Dialect = Literal["cloudflow", "legacy"]
+
+# The range of moments a Wait may wait for: a literal Timestamp outside it is refused when the
+# definition is saved. The end is a year short of ``datetime.max``, so converting any moment in
+# range to another time zone (or to a database's own range) cannot overflow.
+MIN_DUE = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_DUE = datetime(9998, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
 class StateKind(StrEnum):
@@ -97,8 +104,8 @@ class TaskSpec:
     """
 
     target: Literal["function", "queue"]
-    resource: str  # the ARN as written
-    function: str | None = None
+    resource: str  # the ARN as written ("" when it is computed: ``resource_expr``)
+    function: str | None = None  # None when the ARN is only known at run time
     queue: str | None = None
     mode: TaskMode = TaskMode.REQUEST
     invocation: Literal["sync", "async"] = "sync"
@@ -109,6 +116,12 @@ class TaskSpec:
     service_params: Template | None = None
     timeout_seconds: float | None = None  # None or 0 = never
     heartbeat_seconds: float | None = None
+    # CloudFlow ``Parameters.resourceArn.$`` / ``invocationType.$``: evaluated like ``body``
+    # (against the constructed ``$Input``) each time an attempt is scheduled; they then stand
+    # for ``resource``/``function`` (``compiler.fc_function_name`` reads the ARN) and
+    # ``invocation`` ("Sync" → "sync", "Async" → "async").
+    resource_expr: Expression | None = None
+    invocation_expr: Expression | None = None
 
 
 @dataclass(frozen=True)

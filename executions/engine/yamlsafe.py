@@ -20,7 +20,7 @@ What is refused, and why:
   ``!!null``, ``!!map``, ``!!seq``) - in particular every ``!!python/...`` tag;
 * nesting deeper than ``max_depth`` and more than ``max_nodes`` nodes;
 * mapping keys that are not strings (``1: x``, ``null: x``, a mapping as a key);
-* ``.inf``/``.nan`` and numbers too large for a float, which JSON cannot carry;
+* ``.inf``/``.nan`` and numbers (integers too) too large for a float, which JSON cannot carry;
 * more than one document, and an empty one ("the definition is empty").
 
 Plain scalars are resolved as in the YAML 1.2 core schema, not PyYAML's YAML 1.1 rules:
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -133,21 +134,39 @@ def _number(text: str, line: int | None) -> Any:
         digits = text.lstrip("+-")
         if len(digits) > 1 and digits[0] == "0":
             return _NO_VALUE  # 012: a string (account ids, zip codes), not octal or 12
-        return int(text)
+        return _integer(text, 10, len(digits) > _MAX_INT_DIGITS, line)
     if _HEX_RE.fullmatch(text):
-        return int(text[2:], 16)
+        return _integer(text[2:], 16, len(text) - 2 > _MAX_INT_DIGITS, line)
     if _OCT_RE.fullmatch(text):
-        return int(text[2:], 8)
+        return _integer(text[2:], 8, len(text) - 2 > _MAX_INT_DIGITS, line)
     if _FLOAT_RE.fullmatch(text):
         value = float(text)
         if math.isinf(value):
-            raise YamlError(f"the number {text} is too large", line)
+            raise YamlError(f"the number {_shown(text)} is too large", line)
         return value
     if _SPECIAL_FLOAT_RE.fullmatch(text):
         raise YamlError(
             f"{text} is not a JSON number; quote it if you mean the string {text!r}", line
         )
     return _NO_VALUE
+
+
+# Integers are JSON numbers, so they must fit a double (±1.8e308), as floats must; the digit
+# count is checked first because int() refuses more than 4,300 digits with a ValueError.
+_MAX_INT_DIGITS = 400
+_MAX_INT = int(sys.float_info.max)
+
+
+def _integer(text: str, base: int, too_long: bool, line: int | None) -> int:
+    value = None if too_long else int(text, base)
+    if value is None or not -_MAX_INT <= value <= _MAX_INT:
+        raise YamlError(f"the number {_shown(text)} is too large", line)
+    return value
+
+
+def _shown(text: str) -> str:
+    """A number's text for a message, shortened if it is very long."""
+    return text if len(text) <= 40 else f"{text[:20]}… ({len(text)} characters)"
 
 
 def _resolve_plain(text: str, line: int | None) -> Any:

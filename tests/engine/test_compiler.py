@@ -1018,7 +1018,7 @@ def test_field_types_are_checked():
     )
     got = {e.path: e.message for e in errors}
     assert got == {
-        "States[0].Retry[0].Errors": "Errors must be a list, got string",
+        "States[0].Retry[0].Errors": "Errors must be an array, got string",
         "States[0].Retry[0].MaxAttempts": "MaxAttempts must be an integer, got string",
         "States[0].Retry[0].IntervalSeconds": "IntervalSeconds must be at least 0, got -1",
         "States[0].Retry[0].BackoffRate": "BackoffRate must be at least 1, got 0.5",
@@ -1097,7 +1097,7 @@ def test_catch_rule_errors():
         ("604801", "Timeout must be between 0 and 604800 seconds, got 604801"),
         ('"-1"', "Timeout must be between 0 and 604800 seconds, got -1"),
         ("true", "Timeout must be a number of seconds, got boolean"),
-        ("[1]", "Timeout must be a number of seconds, got list"),
+        ("[1]", "Timeout must be a number of seconds, got array"),
     ],
 )
 def test_timeout_errors(timeout, message):
@@ -1237,7 +1237,7 @@ def test_choice_errors():
     got = {e.path: e.message for e in errors}
     assert (
         got["States[0].Branches[0].Condition"]
-        == "Condition must be an expression string, got integer"
+        == "Condition must be an expression string, got number"
     )
     assert got["States[0].Branches[1].Condition"] == "Condition is required"
     assert got["States[0].Branches[2].Next"] == "Next is required"
@@ -1394,7 +1394,7 @@ def test_state_must_be_a_mapping_and_named():
     """)
     )
     assert {(e.path, e.message) for e in errors} >= {
-        ("States[0]", "a state must be a mapping, got string"),
+        ("States[0]", "a state must be an object, got string"),
         ("States[1].Name", "Name is required"),
         ("States[2].Type", "Type is required"),
         ("States[3].Name", "Name must not be empty"),
@@ -1421,8 +1421,8 @@ def test_max_bytes_is_passed_on():
 @pytest.mark.parametrize(
     ("text", "path", "message"),
     [
-        ("- a\n- b\n", "", "the definition must be a mapping at the top level, got list"),
-        ("just text\n", "", "the definition must be a mapping at the top level, got string"),
+        ("- a\n- b\n", "", "the definition must be an object at the top level, got array"),
+        ("just text\n", "", "the definition must be an object at the top level, got string"),
         ("Type: Flow\nStartAt: A\n", "Type", "Type must be 'StateMachine', got 'Flow'"),
         (
             "version: v2\ntype: flow\nsteps: []\n",

@@ -22,8 +22,11 @@ from ..graph import (
     WaitSpec,
 )
 from .common import (
+    MAX_BACKOFF_RATE,
+    MAX_MAP_CONCURRENCY,
     MAX_RETRY_ATTEMPTS,
     MAX_RETRY_INTERVAL,
+    MAX_WAIT_SECONDS,
     ROOT,
     Compiler,
     _Built,
@@ -58,18 +61,17 @@ _CF_FIELDS: dict[str, set[str]] = {
     ),
     "Pass": _fields(_CF_COMMON, _CF_FLOW, _CF_ALL_CONS),
     "Wait": _fields(
-        _CF_COMMON, _CF_FLOW, "InputConstructor OutputConstructor",
-        "Seconds Seconds.$ Timestamp Timestamp.$",
+        _CF_COMMON, _CF_FLOW, _CF_ALL_CONS, "Seconds Seconds.$ Timestamp Timestamp.$",
     ),
-    "Choice": _fields(_CF_COMMON, "InputConstructor Branches Default"),
+    "Choice": _fields(_CF_COMMON, "InputConstructor GlobalConstructor Branches Default"),
     "Parallel": _fields(_CF_COMMON, _CF_FLOW, _CF_ALL_CONS, _CF_ERRORS, "Branches"),
     "Map": _fields(
         _CF_COMMON, _CF_FLOW, _CF_ALL_CONS, _CF_ERRORS, *_CF_DISTRIBUTED,
         "ItemsPath Processor ItemProcessor MaxConcurrency MaxConcuccency ItemConstructor "
         "ProcessorConfig",
     ),
-    "Succeed": _fields(_CF_COMMON, "End InputConstructor OutputConstructor"),
-    "Fail": _fields(_CF_COMMON, "End InputConstructor OutputConstructor Code Detail"),
+    "Succeed": _fields(_CF_COMMON, "End", _CF_ALL_CONS),
+    "Fail": _fields(_CF_COMMON, "End Code Detail", _CF_ALL_CONS),
 }  # fmt: skip
 _CF_ANY_FIELD = set().union(*_CF_FIELDS.values())
 _CF_TYPES_WITH: dict[str, list[str]] = {
@@ -79,13 +81,32 @@ _CF_RETRY_FIELDS = _fields(
     "Errors Description MaxAttempts IntervalSeconds BackoffRate MaxBackoffSeconds"
 )
 _CF_CATCH_FIELDS = {"Errors", "Description", "Next", "OutputConstructor"}
-_CF_PARAMETERS = {"resourceArn", "invocationType", "body", "body.$"}
+# Each may also be given as an expression (``resourceArn.$``), evaluated at run time.
+_CF_PARAMETERS = _fields("resourceArn resourceArn.$ invocationType invocationType.$ body body.$")
 _TASK_MODES = {mode.value: mode for mode in TaskMode}
 
 
 class CloudFlowCompiler(Compiler):
     def build(self, doc: dict) -> FlowGraph:
         return self.cloudflow(doc)
+
+    def count_states(self, doc: dict) -> int:
+        count = 0
+        scopes = [doc]  # objects with a States list: the top level, branches, processors
+        while scopes:
+            states = scopes.pop().get("States")
+            for state in states if isinstance(states, list) else ():
+                if not isinstance(state, dict):
+                    continue
+                count += 1
+                branches = state.get("Branches")  # Parallel (a Choice's have no States)
+                for branch in branches if isinstance(branches, list) else ():
+                    if isinstance(branch, dict):
+                        scopes.append(branch)
+                for key in ("Processor", "ItemProcessor"):
+                    if isinstance(state.get(key), dict):
+                        scopes.append(state[key])
+        return count
 
     def cloudflow(self, doc: dict) -> FlowGraph:
         self.check_fields(doc, _CF_TOP, ROOT, what="the top level")
@@ -114,12 +135,12 @@ class CloudFlowCompiler(Compiler):
         if isinstance(obj.get("States"), dict):
             self.error(
                 list_path,
-                "States must be a list of states, each with its Name "
+                "States must be an array of states, each with its Name "
                 "(not a mapping from names to states as in ASL)",
             )
             items = None
         else:
-            items = self.get(obj, "States", obj_path, "list", required=True)
+            items = self.get(obj, "States", obj_path, "array", required=True)
         if items == []:
             self.error(list_path, "States must not be empty")
         built: dict[str, _Built] = {}
@@ -144,7 +165,7 @@ class CloudFlowCompiler(Compiler):
 
     def cf_state(self, item: Any, path: _Path) -> _Built | None:
         if not isinstance(item, dict):
-            self.error(path, f"a state must be a mapping, got {_type_name(item)}")
+            self.error(path, f"a state must be an object, got {_type_name(item)}")
             return None
         name = self.get(item, "Name", path, "string", required=True)
         if name == "":
@@ -185,7 +206,7 @@ class CloudFlowCompiler(Compiler):
                 owners = ", ".join(_CF_TYPES_WITH[key])
                 self.error(path / key, f"{key} is not allowed on {what} (only on {owners})")
             else:
-                self.error(path / key, f"unknown field '{key}'{_hint(key, allowed)}")
+                self.error(path / key, f"unknown field '{key}'{self.hint(key, allowed)}")
         self.get(item, "Description", path, "string")
         kwargs: dict[str, Any] = {
             "name": name,
@@ -228,20 +249,20 @@ class CloudFlowCompiler(Compiler):
 
     def cf_constructor(self, value: Any, path: _Path) -> Any:
         if not isinstance(value, dict):
-            self.error(path, f"{path.keys[-1]} must be a mapping, got {_type_name(value)}")
+            self.error(path, f"{path.keys[-1]} must be an object, got {_type_name(value)}")
             return None
         return self.template(value, path)
 
     def cf_retry(self, value: Any, path: _Path) -> tuple[RetryRule, ...]:
         if not isinstance(value, list):
-            self.error(path, f"Retry must be a list of rules, got {_type_name(value)}")
+            self.error(path, f"Retry must be an array of rules, got {_type_name(value)}")
             return ()
         rules = []
         catch_all_at: int | None = None
         for i, rule in enumerate(value):
             p = path[i]
             if not isinstance(rule, dict):
-                self.error(p, f"a Retry rule must be a mapping, got {_type_name(rule)}")
+                self.error(p, f"a Retry rule must be an object, got {_type_name(rule)}")
                 continue
             self.check_fields(rule, _CF_RETRY_FIELDS, p, what="a Retry rule")
             self.get(rule, "Description", p, "string")
@@ -266,7 +287,9 @@ class CloudFlowCompiler(Compiler):
             interval = self.number(
                 rule, "IntervalSeconds", p, required=True, maximum=MAX_RETRY_INTERVAL, default=0
             )
-            rate = self.number(rule, "BackoffRate", p, minimum=1, default=1.0)
+            rate = self.number(
+                rule, "BackoffRate", p, minimum=1, maximum=MAX_BACKOFF_RATE, default=1.0
+            )
             cap = self.number(rule, "MaxBackoffSeconds", p, maximum=MAX_RETRY_INTERVAL)
             rules.append(
                 RetryRule(
@@ -282,13 +305,13 @@ class CloudFlowCompiler(Compiler):
 
     def cf_catch(self, value: Any, path: _Path, built: _Built) -> tuple[CatchRule, ...]:
         if not isinstance(value, list):
-            self.error(path, f"Catch must be a list of rules, got {_type_name(value)}")
+            self.error(path, f"Catch must be an array of rules, got {_type_name(value)}")
             return ()
         rules = []
         for i, rule in enumerate(value):
             p = path[i]
             if not isinstance(rule, dict):
-                self.error(p, f"a Catch rule must be a mapping, got {_type_name(rule)}")
+                self.error(p, f"a Catch rule must be an object, got {_type_name(rule)}")
                 continue
             self.check_fields(rule, _CF_CATCH_FIELDS, p, what="a Catch rule")
             self.get(rule, "Description", p, "string")
@@ -333,11 +356,23 @@ class CloudFlowCompiler(Compiler):
             )
             heartbeat = None
         arn, function, invocation, body = "", None, "sync", None
+        arn_expr = invocation_expr = None
         params_path = path / "Parameters"
-        params = self.get(item, "Parameters", path, "mapping", required=True)
+        params = self.get(item, "Parameters", path, "object", required=True)
         if params is not None:
             self.check_fields(params, _CF_PARAMETERS, params_path, what="FC:InvokeFunction")
-            arn = self.get(params, "resourceArn", params_path, "string", required=True) or ""
+            for key in ("resourceArn", "invocationType", "body"):
+                if key in params and f"{key}.$" in params:
+                    self.error(params_path / f"{key}.$", f"use either {key} or {key}.$, not both")
+            if "resourceArn.$" in params:
+                # The function is known only at run time (no "does not exist yet" warning).
+                arn_expr = self.expression(
+                    params["resourceArn.$"], params_path / "resourceArn.$", what="resourceArn.$"
+                )
+            elif "resourceArn" not in params:
+                self.error(params_path / "resourceArn", "resourceArn is required")
+            else:
+                arn = self.get(params, "resourceArn", params_path, "string") or ""
             if arn:
                 function = self.function_target(arn, params_path / "resourceArn")
                 if function is None:
@@ -347,6 +382,12 @@ class CloudFlowCompiler(Compiler):
                         "(acs:fc:{region}:{account}:functions/{name} or "
                         "acs:fc:::services/{service}/functions/{name})",
                     )
+            if "invocationType.$" in params:
+                invocation_expr = self.expression(
+                    params["invocationType.$"],
+                    params_path / "invocationType.$",
+                    what="invocationType.$",
+                )
             invocation_text = self.get(
                 params, "invocationType", params_path, "string", default="Sync"
             )
@@ -357,7 +398,7 @@ class CloudFlowCompiler(Compiler):
                 )
             invocation = "async" if invocation_text == "Async" else "sync"
             if "body" in params and "body.$" in params:
-                self.error(params_path / "body.$", "use either body or body.$, not both")
+                pass  # reported above
             elif "body" in params:
                 body = self.template(params["body"], params_path / "body")
             elif "body.$" in params:
@@ -373,6 +414,8 @@ class CloudFlowCompiler(Compiler):
             body=body,
             timeout_seconds=timeout,
             heartbeat_seconds=None if heartbeat is None else float(heartbeat),
+            resource_expr=arn_expr,
+            invocation_expr=invocation_expr,
         )
         return self._finish(kwargs, built, task=task)
 
@@ -390,7 +433,10 @@ class CloudFlowCompiler(Compiler):
                 self.error(path / "Timeout", f"Timeout must be a number of seconds, got {value!r}")
                 return None
         elif isinstance(value, int | float) and not isinstance(value, bool):
-            seconds = float(value)
+            seconds = value  # compared before float(): a huge integer must not overflow
+            if isinstance(value, float) and not math.isfinite(value):
+                self.error(path / "Timeout", f"Timeout must be a finite number, got {value}")
+                return None
         else:
             self.error(
                 path / "Timeout", f"Timeout must be a number of seconds, got {_type_name(value)}"
@@ -403,7 +449,7 @@ class CloudFlowCompiler(Compiler):
                 f"seconds, got {_number_text(seconds)}",
             )
             return None
-        return seconds or None
+        return float(seconds) or None
 
     def cf_pass(self, item: dict, path: _Path, name: str) -> _Built:
         kwargs, built = self.cf_common(item, path, name, StateKind.PASS)
@@ -427,7 +473,7 @@ class CloudFlowCompiler(Compiler):
                     path / "Seconds", "Seconds must be a number; write Seconds.$ for an expression"
                 )
             else:
-                spec["seconds"] = self.number(item, "Seconds", path)
+                spec["seconds"] = self.number(item, "Seconds", path, maximum=MAX_WAIT_SECONDS)
                 if spec["seconds"] is not None:
                     spec["seconds"] = float(spec["seconds"])
         if "Seconds.$" in item:
@@ -450,13 +496,13 @@ class CloudFlowCompiler(Compiler):
     def cf_choice(self, item: dict, path: _Path, name: str) -> _Built:
         kwargs, built = self.cf_common(item, path, name, StateKind.CHOICE)
         branches = []
-        items = self.get(item, "Branches", path, "list", required=True)
+        items = self.get(item, "Branches", path, "array", required=True)
         if items == []:
             self.error(path / "Branches", "Branches must not be empty")
         for i, branch in enumerate(items or []):
             p = (path / "Branches")[i]
             if not isinstance(branch, dict):
-                self.error(p, f"a Choice branch must be a mapping, got {_type_name(branch)}")
+                self.error(p, f"a Choice branch must be an object, got {_type_name(branch)}")
                 continue
             self.check_fields(
                 branch, {"Condition", "Next", "Description"}, p, what="a Choice branch"
@@ -483,7 +529,7 @@ class CloudFlowCompiler(Compiler):
     def cf_parallel(self, item: dict, path: _Path, name: str) -> _Built:
         kwargs, built = self.cf_common(item, path, name, StateKind.PARALLEL)
         scopes = []
-        items = self.get(item, "Branches", path, "list", required=True)
+        items = self.get(item, "Branches", path, "array", required=True)
         if items == []:
             self.error(path / "Branches", "Branches must not be empty")
         elif items is not None and len(items) > MAX_PARALLEL_BRANCHES:
@@ -494,7 +540,7 @@ class CloudFlowCompiler(Compiler):
         for i, branch in enumerate(items or []):
             p = (path / "Branches")[i]
             if not isinstance(branch, dict):
-                self.error(p, f"a Parallel branch must be a mapping, got {_type_name(branch)}")
+                self.error(p, f"a Parallel branch must be an object, got {_type_name(branch)}")
                 continue
             self.check_fields(
                 branch, {"StartAt", "States", "Description"}, p, what="a Parallel branch"
@@ -508,7 +554,7 @@ class CloudFlowCompiler(Compiler):
         for key in _CF_DISTRIBUTED:
             if key in item:
                 self.error(path / key, f"{key} is not supported yet (distributed Map)")
-        config = self.get(item, "ProcessorConfig", path, "mapping")
+        config = self.get(item, "ProcessorConfig", path, "object")
         if config is not None:
             config_path = path / "ProcessorConfig"
             self.check_fields(config, {"ExecutionMode"}, config_path, what="ProcessorConfig")
@@ -530,7 +576,9 @@ class CloudFlowCompiler(Compiler):
             )
         else:
             key = "MaxConcuccency" if "MaxConcuccency" in item else "MaxConcurrency"
-            concurrency = self.number(item, key, path, integer=True, default=0)
+            concurrency = self.number(
+                item, key, path, integer=True, maximum=MAX_MAP_CONCURRENCY, default=0
+            )
         item_constructor = None
         if "ItemConstructor" in item:
             item_constructor = self.cf_constructor(
@@ -543,7 +591,7 @@ class CloudFlowCompiler(Compiler):
         spelled = (
             "ItemProcessor" if "ItemProcessor" in item and "Processor" not in item else "Processor"
         )
-        body = self.get(item, spelled, path, "mapping", required=True)
+        body = self.get(item, spelled, path, "object", required=True)
         if body is not None:
             p = path.key(spelled, "Processor")
             self.check_fields(body, {"StartAt", "States", "Description"}, p, what=spelled)

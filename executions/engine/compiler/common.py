@@ -9,20 +9,34 @@ add one dialect each through ``build``.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 from ..expressions import ExpressionError, compile_expression
-from ..graph import DefinitionError, Diagnostic, FlowGraph, Scope, State
+from ..graph import MAX_DUE, MIN_DUE, DefinitionError, Diagnostic, FlowGraph, Scope, State
 from ..templates import TemplateError, compile_mappings, compile_template
 from ..yamlsafe import LineMap
 
 MAX_RETRY_INTERVAL = 86_400
 MAX_RETRY_ATTEMPTS = 100
+MAX_BACKOFF_RATE = 100  # with MaxAttempts ≤ 100 the delay stays a finite float
+# A literal Wait longer than the whole span a flow can wait in (1970 to 9998) can never end.
+MAX_WAIT_SECONDS = int((MAX_DUE - MIN_DUE).total_seconds())
+MAX_MAP_CONCURRENCY = 10_000
+
+# Bounds on the work of reporting, so that a definition with thousands of mistakes is refused
+# as fast as one with a few: at most MAX_DIAGNOSTICS errors (and as many warnings) are listed,
+# the rest counted; at most MAX_HINTS "did you mean" searches are made, each among at most
+# MAX_HINT_CANDIDATES names (difflib's cost grows with both).
+MAX_DIAGNOSTICS = 100
+MAX_HINTS = 20
+MAX_HINT_CANDIDATES = 1000
 
 
 # --- paths ----------------------------------------------------------------------------------
@@ -56,15 +70,17 @@ ROOT = _Path()
 
 # --- JSON types -----------------------------------------------------------------------------
 
+# Messages name JSON types (string, number, boolean, null, array, object), whichever
+# language (YAML or JSON) the definition was written in.
 _KINDS: dict[str, Callable[[Any], bool]] = {
     "string": lambda v: isinstance(v, str),
     "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
     "boolean": lambda v: isinstance(v, bool),
-    "list": lambda v: isinstance(v, list),
-    "mapping": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
 }
-_ARTICLE = {"integer": "an integer", "mapping": "a mapping", "list": "a list"}
+_ARTICLE = {"integer": "an integer", "object": "an object", "array": "an array"}
 
 
 def _a(kind: str) -> str:
@@ -76,28 +92,36 @@ def _type_name(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
+    if isinstance(value, int | float):
         return "number"
     if isinstance(value, str):
         return "string"
     if isinstance(value, list):
-        return "list"
+        return "array"
     if isinstance(value, dict):
-        return "mapping"
-    return type(value).__name__
+        return "object"
+    return "a value that is not JSON"
 
 
 def _hint(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    """ "; did you mean 'X'?" for the closest of (at most MAX_HINT_CANDIDATES of) ``choices``."""
+    candidates = list(islice(choices, MAX_HINT_CANDIDATES))
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     if not close:  # case slips ("next" for "Next") are worth a hint even when short
-        close = [c for c in choices if c.lower() == word.lower()][:1]
+        lowered = word.lower()
+        close = [c for c in candidates if c.lower() == lowered][:1]
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _number_text(value: float) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if abs(value) < 10**21:
+        return str(value)
+    if value.bit_length() <= 10_000:
+        return f"a {len(str(abs(value)))}-digit number"
+    # str() of an integer of thousands of digits raises ValueError (Python's int-string limit)
+    return f"a number of about {int(value.bit_length() * 0.30103)} digits"
 
 
 # --- ARNs -----------------------------------------------------------------------------------
@@ -159,6 +183,8 @@ class Compiler:
         self.functions: set[str] = set()
         self.queues: set[str] = set()
         self.state_count = 0
+        self.hints_left = MAX_HINTS
+        self.unlisted = {"error": 0, "warning": 0}  # diagnostics past MAX_DIAGNOSTICS
 
     # ---- diagnostics
 
@@ -166,15 +192,41 @@ class Compiler:
         return Diagnostic(path.text, message, self.lines.nearest(path.keys), severity)
 
     def error(self, path: _Path, message: str) -> None:
-        self.errors.append(self._diag(path, message, "error"))
+        if len(self.errors) < MAX_DIAGNOSTICS:
+            self.errors.append(self._diag(path, message, "error"))
+        else:
+            self.unlisted["error"] += 1
 
     def warn(self, path: _Path, message: str) -> None:
-        self.warnings.append(self._diag(path, message, "warning"))
+        if len(self.warnings) < MAX_DIAGNOSTICS:
+            self.warnings.append(self._diag(path, message, "warning"))
+        else:
+            self.unlisted["warning"] += 1
 
     def error_at_text(self, text: str, message: str, base: _Path, value: Any) -> None:
         """A diagnostic reported by templates/expressions under a textual path below ``base``."""
+        if len(self.errors) >= MAX_DIAGNOSTICS:
+            self.unlisted["error"] += 1
+            return
         keys = _resolve_subpath(base, value, text)
         self.errors.append(Diagnostic(text, message, self.lines.nearest(keys)))
+
+    def hint(self, word: str, choices: Iterable[str]) -> str:
+        """``_hint``, for the first MAX_HINTS words of a definition only."""
+        if self.hints_left <= 0:
+            return ""
+        self.hints_left -= 1
+        return _hint(word, choices)
+
+    def listed(self, diagnostics: list[Diagnostic], severity: str) -> list[Diagnostic]:
+        """``diagnostics`` in document order, plus a note of how many were not listed."""
+        out = _sorted(diagnostics)
+        more = self.unlisted[severity]
+        if more:
+            noun = "problem" if severity == "error" else "warning"
+            message = f"and {more} more {noun}{'s' * (more > 1)} not listed"
+            out.append(Diagnostic("", message, None, severity))
+        return out
 
     # ---- typed field access (records a diagnostic instead of raising)
 
@@ -202,6 +254,34 @@ class Compiler:
             return default
         return value
 
+    def in_range(
+        self,
+        value: int | float,
+        path: _Path,
+        what: str,
+        *,
+        minimum: float = 0,
+        maximum: float | None = None,
+        exclusive_minimum: bool = False,
+    ) -> bool:
+        """Whether the number ``value`` is finite and within the bounds; else a diagnostic.
+        Compares before any conversion, so an integer of hundreds of digits is just too large
+        (``float()`` of it would raise OverflowError)."""
+        if isinstance(value, float) and not math.isfinite(value):
+            self.error(path, f"{what} must be a finite number, got {_number_text(value)}")
+            return False
+        if value < minimum or (exclusive_minimum and value == minimum):
+            relation = "greater than" if exclusive_minimum else "at least"
+            bound = _number_text(minimum)
+            self.error(path, f"{what} must be {relation} {bound}, got {_number_text(value)}")
+            return False
+        if maximum is not None and value > maximum:
+            self.error(
+                path, f"{what} must be at most {_number_text(maximum)}, got {_number_text(value)}"
+            )
+            return False
+        return True
+
     def number(
         self,
         obj: dict,
@@ -220,24 +300,12 @@ class Compiler:
         )
         if value is _MISSING:
             return default
-        if value < minimum or (exclusive_minimum and value == minimum):
-            relation = "greater than" if exclusive_minimum else "at least"
-            self.error(
-                path / key,
-                f"{key} must be {relation} {_number_text(minimum)}, got {_number_text(value)}",
-            )
-            return default
-        if maximum is not None and value > maximum:
-            self.error(
-                path / key,
-                f"{key} must be at most {_number_text(maximum)}, got {_number_text(value)}",
-            )
-            return default
-        return value
+        bounds = {"minimum": minimum, "maximum": maximum, "exclusive_minimum": exclusive_minimum}
+        return value if self.in_range(value, path / key, key, **bounds) else default
 
     def strings(self, obj: dict, key: str, path: _Path, *, required: bool = True) -> tuple:
         """A non-empty list of strings (``Errors``/``errors``)."""
-        value = self.get(obj, key, path, "list", required=required)
+        value = self.get(obj, key, path, "array", required=required)
         if value is None:
             return ()
         if not value:
@@ -268,7 +336,7 @@ class Compiler:
                 kinds = ", ".join(plural(o) for o in owners)
                 message = f"{key} is not allowed on {what} (only on {kinds})"
             else:
-                message = f"unknown field '{key}'{_hint(key, allowed)}"
+                message = f"unknown field '{key}'{self.hint(key, allowed)}"
             self.error(path / key, message)
 
     # ---- compiled pieces
@@ -295,7 +363,7 @@ class Compiler:
             return None
 
     def mappings(self, obj: dict, key: str, path: _Path) -> Any:
-        items = self.get(obj, key, path, "list")
+        items = self.get(obj, key, path, "array")
         if items is None:
             return None
         try:
@@ -306,10 +374,12 @@ class Compiler:
             return None
 
     def timestamp(self, value: str, path: _Path, what: str) -> str | None:
+        """An RFC 3339 date-time with a zone, from 1970 to ``graph.MAX_DUE`` (the latest
+        moment a flow can wait for; later ones would overflow once converted to UTC)."""
         text = value.strip()
         try:
             parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" else text)
-        except ValueError:
+        except (ValueError, OverflowError):
             parsed = None
         if parsed is None or "T" not in text.upper() and " " not in text:
             self.error(
@@ -319,6 +389,14 @@ class Compiler:
             return None
         if parsed.tzinfo is None:
             self.error(path, f"{what} must include a time zone (Z or +hh:mm), got {value!r}")
+            return None
+        # Aware datetimes compare by their UTC instant without converting (which could overflow).
+        if not MIN_DUE <= parsed <= MAX_DUE:
+            self.error(
+                path,
+                f"{what} must be between {MIN_DUE:%Y-%m-%dT%H:%M:%SZ} and "
+                f"{MAX_DUE:%Y-%m-%dT%H:%M:%SZ}, got {value!r}",
+            )
             return None
         return value
 
@@ -341,21 +419,32 @@ class Compiler:
         graph = None
         if not isinstance(data, dict):
             self.error(
-                ROOT, f"the definition must be a mapping at the top level, got {_type_name(data)}"
+                ROOT, f"the definition must be an object at the top level, got {_type_name(data)}"
             )
+        elif self.too_many_states(data):
+            pass  # nothing else is looked at: the work would grow with what is refused
         else:
             graph = self.build(data)
         if graph is not None:
             self.check_graphs()
-            if self.state_count > self.max_states:
-                self.error(
-                    ROOT,
-                    f"the definition has {self.state_count} states; at most "
-                    f"{self.max_states} are allowed",
-                )
         if self.errors or graph is None:
-            raise DefinitionError(_sorted(self.errors))
-        return replace(graph, warnings=tuple(_sorted(self.warnings)))
+            raise DefinitionError(self.listed(self.errors, "error"))
+        return replace(graph, warnings=tuple(self.listed(self.warnings, "warning")))
+
+    def too_many_states(self, doc: dict) -> bool:
+        count = self.count_states(doc)
+        if count <= self.max_states:
+            return False
+        self.error(
+            ROOT,
+            f"the definition has {count} {self.noun}s; at most {self.max_states} are allowed",
+        )
+        return True
+
+    def count_states(self, doc: dict) -> int:
+        """How many states ``doc`` holds in all its scopes: one quick walk, before anything is
+        compiled. (Here, neither dialect: none.)"""
+        return 0
 
     def build(self, doc: dict) -> FlowGraph | None:
         """Compile ``doc`` as the subclass's dialect. Here: it is neither dialect, so say why."""
@@ -401,24 +490,25 @@ class Compiler:
                 # Where a reference is broken, assume the fix leads somewhere that ends, so
                 # "can never end" is not piled on top of this error.
                 built.terminal = True
-                elsewhere = [s for s in owners.get(target, []) if s != scope.scope_id]
+                elsewhere = _other_scope(owners, target, scope.scope_id)
                 if elsewhere:
                     self.error(
                         where,
-                        f"'{target}' is a {noun} of another scope ({elsewhere[0]}); "
+                        f"'{target}' is a {noun} of another scope ({elsewhere}); "
                         f"only {noun}s of the same list can be named here",
                     )
                 else:
                     self.error(
-                        where, f"there is no {noun} '{target}' in this scope{_hint(target, states)}"
+                        where,
+                        f"there is no {noun} '{target}' in this scope{self.hint(target, states)}",
                     )
         start = scope.start
         if start is None or not states:
             return
         if start not in states:
             if scope.start_path is not None:
-                elsewhere = [s for s in owners.get(start, []) if s != scope.scope_id]
-                where = f" (it is in {elsewhere[0]})" if elsewhere else _hint(start, states)
+                elsewhere = _other_scope(owners, start, scope.scope_id)
+                where = f" (it is in {elsewhere})" if elsewhere else self.hint(start, states)
                 self.error(
                     scope.start_path, f"StartAt names no state of this scope: '{start}'{where}"
                 )
@@ -473,6 +563,15 @@ def _can_end(states: dict[str, _Built]) -> set[str]:
     return done
 
 
+def _other_scope(owners: dict[str, list[str]], name: str, scope_id: str) -> str | None:
+    """A scope other than ``scope_id`` that has a state ``name`` (the first such, in O(1):
+    ``scope_id`` itself is at most one of the owners)."""
+    for owner in owners.get(name, ())[:2]:
+        if owner != scope_id:
+            return owner
+    return None
+
+
 def _sorted(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
     """Document order: diagnostics without a line (whole-document ones) first."""
     return sorted(diagnostics, key=lambda d: -1 if d.line is None else d.line)
@@ -485,9 +584,15 @@ def _expression_message(exc: ExpressionError) -> str:
 
 def _resolve_subpath(base: _Path, value: Any, text: str) -> tuple:
     """The key path of ``text`` (a path as printed, below ``base``) inside ``value``, as far
-    as it can be followed; used only to find a line number."""
+    as it can be followed; used only to find a line number.
+
+    Keys may hold dots themselves (``job_id.$``), so at each object the key is the shortest
+    prefix of the rest, cut at a ``.`` or ``[``, that the object has. Only a few cuts per level
+    are tried and only short paths are followed, so this stays cheap however the keys look
+    (a miss just gives the line of an ancestor).
+    """
     keys = base.keys
-    if not text.startswith(base.text):
+    if not text.startswith(base.text) or len(text) - len(base.text) > _MAX_RESOLVED_PATH:
         return keys
     rest = text[len(base.text) :]
     node = value
@@ -499,15 +604,16 @@ def _resolve_subpath(base: _Path, value: Any, text: str) -> tuple:
             index = int(match.group(1))
             keys, node, rest = (*keys, index), node[index], rest[match.end() :]
         elif rest[0] == "." and isinstance(node, dict):
-            best = None
-            for key in node:
-                tail = rest[1 + len(key) :]
-                fits = rest[1:].startswith(key) and (not tail or tail[0] in ".[")
-                if fits and (best is None or len(key) > len(best)):
-                    best = key
-            if best is None:
+            body = rest[1:]
+            cuts = [i for i, ch in enumerate(body) if ch in ".["][:_MAX_CUTS]
+            found = next((body[:i] for i in (*cuts, len(body)) if body[:i] in node), None)
+            if found is None:
                 break
-            keys, node, rest = (*keys, best), node[best], rest[1 + len(best) :]
+            keys, node, rest = (*keys, found), node[found], body[len(found) :]
         else:
             break
     return keys
+
+
+_MAX_RESOLVED_PATH = 1024
+_MAX_CUTS = 8

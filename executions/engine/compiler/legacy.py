@@ -22,8 +22,11 @@ from ..graph import (
 )
 from .common import (
     _MNS_QUEUE_ARN,
+    MAX_BACKOFF_RATE,
+    MAX_MAP_CONCURRENCY,
     MAX_RETRY_ATTEMPTS,
     MAX_RETRY_INTERVAL,
+    MAX_WAIT_SECONDS,
     ROOT,
     Compiler,
     _Built,
@@ -76,6 +79,26 @@ class LegacyCompiler(Compiler):
     def build(self, doc: dict) -> FlowGraph:
         return self.legacy(doc)
 
+    def count_states(self, doc: dict) -> int:
+        count = 0
+        scopes = [doc]  # objects with a steps list: the flow, branches, choices, a foreach
+        while scopes:
+            steps = scopes.pop().get("steps")
+            for step in steps if isinstance(steps, list) else ():
+                if not isinstance(step, dict):
+                    continue
+                count += 1
+                if "steps" in step:  # a foreach's own steps
+                    scopes.append(step)
+                for key in ("branches", "choices"):
+                    children = step.get(key)
+                    for child in children if isinstance(children, list) else ():
+                        if isinstance(child, dict):
+                            scopes.append(child)
+                if isinstance(step.get("default"), dict):
+                    scopes.append(step["default"])
+        return count
+
     def legacy(self, doc: dict) -> FlowGraph:
         self.check_fields(doc, _LG_TOP, ROOT, what="a legacy flow")
         name = self.get(doc, "name", ROOT, "string")
@@ -98,7 +121,7 @@ class LegacyCompiler(Compiler):
     def lg_scope(self, obj: dict, obj_path: _Path, scope_id: str) -> Scope:
         """The ``steps`` list of ``obj``: the flow, a parallel branch, a foreach, a choice
         branch. Steps run in list order; the first one is the start."""
-        items = self.get(obj, "steps", obj_path, "list", required=True)
+        items = self.get(obj, "steps", obj_path, "array", required=True)
         list_path = obj_path / "steps"
         if items == []:
             self.error(list_path, "steps must not be empty")
@@ -131,7 +154,7 @@ class LegacyCompiler(Compiler):
         self, item: Any, path: _Path, following: str | None, *, last: bool
     ) -> _Built | None:
         if not isinstance(item, dict):
-            self.error(path, f"a step must be a mapping, got {_type_name(item)}")
+            self.error(path, f"a step must be an object, got {_type_name(item)}")
             return None
         name = self.get(item, "name", path, "string", required=True)
         if name == "":
@@ -189,10 +212,10 @@ class LegacyCompiler(Compiler):
     def lg_retry(self, item: dict, path: _Path) -> tuple[RetryRule, ...]:
         rules = []
         fields = {"errors", "intervalSeconds", "maxIntervalSeconds", "maxAttempts", "multiplier"}
-        for i, rule in enumerate(self.get(item, "retry", path, "list") or []):
+        for i, rule in enumerate(self.get(item, "retry", path, "array") or []):
             p = (path / "retry")[i]
             if not isinstance(rule, dict):
-                self.error(p, f"a retry rule must be a mapping, got {_type_name(rule)}")
+                self.error(p, f"a retry rule must be an object, got {_type_name(rule)}")
                 continue
             self.check_fields(rule, fields, p, what="a retry rule")
             errors = self.strings(rule, "errors", p)
@@ -210,7 +233,9 @@ class LegacyCompiler(Compiler):
             attempts = self.number(
                 rule, "maxAttempts", p, integer=True, maximum=MAX_RETRY_ATTEMPTS, default=3
             )
-            multiplier = self.number(rule, "multiplier", p, minimum=1, default=2)
+            multiplier = self.number(
+                rule, "multiplier", p, minimum=1, maximum=MAX_BACKOFF_RATE, default=2
+            )
             rules.append(
                 RetryRule(
                     errors=errors,
@@ -225,10 +250,10 @@ class LegacyCompiler(Compiler):
 
     def lg_catch(self, item: dict, path: _Path, built: _Built) -> tuple[CatchRule, ...]:
         rules = []
-        for i, rule in enumerate(self.get(item, "catch", path, "list") or []):
+        for i, rule in enumerate(self.get(item, "catch", path, "array") or []):
             p = (path / "catch")[i]
             if not isinstance(rule, dict):
-                self.error(p, f"a catch rule must be a mapping, got {_type_name(rule)}")
+                self.error(p, f"a catch rule must be an object, got {_type_name(rule)}")
                 continue
             self.check_fields(rule, {"errors", "goto"}, p, what="a catch rule")
             errors = self.strings(rule, "errors", p)
@@ -270,7 +295,7 @@ class LegacyCompiler(Compiler):
         timeout = self.number(item, "timeoutSeconds", path, maximum=MAX_LEGACY_TIMEOUT_SECONDS)
         params = None
         if "serviceParams" in item:
-            value = self.get(item, "serviceParams", path, "mapping")
+            value = self.get(item, "serviceParams", path, "object")
             if value is not None:
                 params = self.template(value, path / "serviceParams", dialect="legacy")
         task = TaskSpec(
@@ -310,7 +335,7 @@ class LegacyCompiler(Compiler):
                     f"duration must be a number of seconds or a $ expression, got {value!r}",
                 )
             else:
-                seconds = self.number(item, "duration", path)
+                seconds = self.number(item, "duration", path, maximum=MAX_WAIT_SECONDS)
                 spec["seconds"] = None if seconds is None else float(seconds)
         if "timestamp" in item:
             value = self.get(item, "timestamp", path, "string")
@@ -327,13 +352,13 @@ class LegacyCompiler(Compiler):
         # Where the step's own ``next`` is taken (inline steps finished, or nothing matched).
         falls_through = "default" not in item
         branches = []
-        items = self.get(item, "choices", path, "list", required=True)
+        items = self.get(item, "choices", path, "array", required=True)
         if items == []:
             self.error(path / "choices", "choices must not be empty")
         for i, branch in enumerate(items or []):
             p = (path / "choices")[i]
             if not isinstance(branch, dict):
-                self.error(p, f"a choice must be a mapping, got {_type_name(branch)}")
+                self.error(p, f"a choice must be an object, got {_type_name(branch)}")
                 continue
             self.check_fields(branch, {"condition", "steps", "goto"}, p, what="a choice")
             condition = None
@@ -346,7 +371,7 @@ class LegacyCompiler(Compiler):
             branches.append(ChoiceBranch(condition=condition, target=target, path=p.text))
         default = None
         if "default" in item:
-            value = self.get(item, "default", path, "mapping")
+            value = self.get(item, "default", path, "object")
             if value is not None:
                 self.check_fields(value, {"steps", "goto"}, path / "default", what="default")
                 default = self.lg_choice_target(value, path / "default", built, "default")
@@ -371,7 +396,7 @@ class LegacyCompiler(Compiler):
     def lg_parallel(self, item, path, name, following, last) -> _Built:
         kwargs, built = self.lg_common(item, path, name, "parallel", following, last)
         scopes = []
-        items = self.get(item, "branches", path, "list", required=True)
+        items = self.get(item, "branches", path, "array", required=True)
         if items == []:
             self.error(path / "branches", "branches must not be empty")
         elif items is not None and len(items) > MAX_LEGACY_BRANCHES:
@@ -382,7 +407,7 @@ class LegacyCompiler(Compiler):
         for i, branch in enumerate(items or []):
             p = (path / "branches")[i]
             if not isinstance(branch, dict):
-                self.error(p, f"a branch must be a mapping, got {_type_name(branch)}")
+                self.error(p, f"a branch must be an object, got {_type_name(branch)}")
                 continue
             self.check_fields(branch, {"steps"}, p, what="a branch")
             scopes.append(self.lg_scope(branch, p, p.text))
@@ -390,7 +415,7 @@ class LegacyCompiler(Compiler):
 
     def lg_foreach(self, item, path, name, following, last) -> _Built:
         kwargs, built = self.lg_common(item, path, name, "foreach", following, last)
-        mapping = self.get(item, "iterationMapping", path, "mapping", required=True)
+        mapping = self.get(item, "iterationMapping", path, "object", required=True)
         collection, item_key, index_key = None, "item", None
         if mapping is not None:
             p = path / "iterationMapping"
@@ -408,7 +433,9 @@ class LegacyCompiler(Compiler):
                     self.error(p / key, f"{key} must not be empty")
             if index_key is not None and index_key == item_key:
                 self.error(p / "index", "index and item must name different keys")
-        concurrency = self.number(item, "maxConcurrency", path, integer=True, default=0)
+        concurrency = self.number(
+            item, "maxConcurrency", path, integer=True, maximum=MAX_MAP_CONCURRENCY, default=0
+        )
         processor = self.lg_scope(item, path, f"{path.text}.steps")
         spec = MapSpec(
             items=collection,
