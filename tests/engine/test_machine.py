@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from executions.engine import events as ev
 from executions.engine.compiler import compile_definition
@@ -1708,3 +1711,215 @@ States:
         "FnF.RuntimeError",
         "condition '$Input.v' gave string \"yes\", not a boolean",
     )
+
+
+# ------------------------------------------------------------------ any JSON, never a crash
+
+
+def json_values(max_leaves: int = 12):
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(10**400), max_value=10**400)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=20)
+        | st.sampled_from(
+            ["\ud800", "a\udfffb", "2026-01-01T00:00:00Z", "9999-12-31T23:00:00-14:00"]
+        )
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+FUZZ_CLOUDFLOW = cf("""
+StartAt: Shape
+States:
+  - Type: Pass
+    Name: Shape
+    InputConstructor:
+      v.$: $Input.v
+      xs.$: $Input.xs
+      s.$: $Input.s
+      t.$: $Context.Execution.Input.t
+    Next: Pick
+  - Type: Choice
+    Name: Pick
+    Branches:
+      - Condition: $Input.v == "map"
+        Next: Fan
+      - Condition: $Input.v == "wait"
+        Next: Pause
+      - Condition: $Input.v == "stamp"
+        Next: Until
+      - Condition: $Input.v == "both"
+        Next: Both
+    Default: Call
+  - Type: Wait
+    Name: Pause
+    Seconds.$: $Input.s
+    Next: Call
+  - Type: Wait
+    Name: Until
+    Timestamp.$: $Input.s
+    Next: Call
+  - Type: Map
+    Name: Fan
+    ItemsPath: $Input.xs
+    MaxConcurrency: 2
+    ItemConstructor:
+      item.$: $Item
+    Processor:
+      StartAt: Each
+      States:
+        - Type: Task
+          Name: Each
+          Action: FC:InvokeFunction
+          Parameters:
+            invocationType: Sync
+            resourceArn: acs:fc:r:1:functions/back
+            body.$: $Input.item
+          OutputConstructor:
+            $: $Output.Body
+          End: true
+    Next: Call
+  - Type: Parallel
+    Name: Both
+    Branches:
+      - StartAt: B0
+        States:
+          - Type: Task
+            Name: B0
+            Action: FC:InvokeFunction
+            Parameters:
+              invocationType: Async
+              resourceArn: acs:fc:r:1:functions/back
+            End: true
+      - StartAt: B1
+        States:
+          - Type: Pass
+            Name: B1
+            OutputConstructor:
+              $: $Input.xs
+            End: true
+    Next: Call
+  - Type: Task
+    Name: Call
+    Action: FC:InvokeFunction
+    Parameters:
+      invocationType: Sync
+      resourceArn: acs:fc:r:1:functions/back
+      body:
+        t.$: $Input.t
+    OutputConstructor:
+      $: $Output.Body.t
+    End: true
+""")
+
+FUZZ_LEGACY = """
+version: v1
+type: flow
+steps:
+  - type: foreach
+    name: each
+    iterationMapping:
+      collection: $.xs
+      item: x
+    steps:
+      - type: task
+        name: t
+        resourceArn: acs:fc:r:1:services/s/functions/back
+        inputMappings:
+          - target: body
+            source: $input.x
+  - type: wait
+    name: w
+    duration: $.s
+  - type: task
+    name: last
+    resourceArn: acs:fc:r:1:services/s/functions/back
+    inputMappings:
+      - target: body
+        source: $input.t
+"""
+
+NAMED_ERRORS = {"FnF.RuntimeError", "FnF.DataLimitExceeded", "FC.InvalidResponse"}
+
+
+def back(event):
+    """Hands back the part of the event a flow chose (any JSON value)."""
+    return event.get("body", event) if isinstance(event, dict) else event
+
+
+@pytest.mark.parametrize("definition", [FUZZ_CLOUDFLOW, FUZZ_LEGACY], ids=["cloudflow", "legacy"])
+def test_any_json_ends_the_execution_with_a_named_error_or_a_result(definition):
+    graph = Sim(definition).graph
+    limits = Limits(max_payload_bytes=2000, inline_value_bytes=64)
+    choices = st.sampled_from(["map", "wait", "stamp", "both", "other"])
+
+    @settings(
+        max_examples=int(os.environ.get("FLOWSITE_FUZZ_EXAMPLES", "120")),
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(
+        st.one_of(
+            json_values(),
+            st.fixed_dictionaries(
+                {"v": choices, "xs": json_values(), "s": json_values(4), "t": json_values()}
+            ),
+        )
+    )
+    def run(input):
+        sim = Sim(definition, {"back": back}, limits=limits)
+        sim.graph = graph
+        start_with(sim, input).settle()
+        assert sim.status in ("Succeeded", "Failed")
+        if sim.status == "Failed":
+            assert sim.error[0] in NAMED_ERRORS, sim.error
+        sim.check_invariants()
+
+    run()
+
+
+def _seed_flows() -> list:
+    from .test_compiler import SEEDS, extract_flows
+
+    if not SEEDS.is_dir():
+        return [pytest.param(None, marks=pytest.mark.skip(reason="no ../shared/seeds"))]
+    flows = []
+    for path in sorted(SEEDS.glob("*.txt")):
+        for n, text in enumerate(extract_flows(path.read_text())):
+            flows.append(pytest.param(text, id=f"{path.name[:3]}-{n}", marks=pytest.mark.seeds))
+    return flows
+
+
+class _AnyFunction(dict):
+    """Every function a seed names: a job that is done, an echo of the event otherwise."""
+
+    def __missing__(self, name):
+        def handler(event):
+            body = dict(event) if isinstance(event, dict) else {}
+            return {**body, "job_id": "j1", "job_status": "success", "try_count": 1}
+
+        return handler
+
+
+@pytest.mark.parametrize("text", _seed_flows())
+def test_seed_flows_run_to_success(text):
+    sim = Sim(text)
+    sim.functions = _AnyFunction()
+    sim.start({"delay": 0, "payload": {"workers": ["w1", "w2"]}})
+    for _ in range(10):
+        sim.settle()
+        if sim.finished:
+            break
+        # Callbacks: whoever got a token (a function or a queue message) reports success.
+        for token in list(sim.tokens):
+            sim.feed(ev.CallbackSucceeded(token, {"status": "ok"}))
+    assert sim.status == "Succeeded", sim.error
+    sim.check_invariants()
