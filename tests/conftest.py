@@ -1,6 +1,9 @@
 # Shared pytest fixtures for flowsite (the lead fills this in).
 #
 # Notes for whoever does:
+# * pytest loads tests/settings.py (pyproject's DJANGO_SETTINGS_MODULE): flowsite.settings plus
+#   a test-only DJANGO_SECRET_KEY in os.environ (DEBUG is off by default, and pytest-django
+#   loads the settings before any conftest.py). Subprocesses inherit that key.
 # * pytest-django runs with DEBUG=False, so the default whitenoise
 #   CompressedManifestStaticFilesStorage needs `collectstatic` and its hashed names 404 under
 #   live_server: tests that render {% static %} should switch STORAGES["staticfiles"] to
