@@ -72,11 +72,13 @@ at most ``MAX_ARRAY_LENGTH`` elements (see :class:`~executions.engine.builtins.E
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -112,6 +114,7 @@ __all__ = [
     "EvaluationError",
     "Expression",
     "ExpressionError",
+    "compile_budget",
     "compile_expression",
     "new_budget",
 ]
@@ -1018,6 +1021,23 @@ def _recompile(text: str, dialect: str) -> Expression:
     return compile_expression(text, dialect=dialect)
 
 
+# The characters compile_expression may still parse in the current compile_budget block.
+_COMPILE_BUDGET: ContextVar[list[int] | None] = ContextVar("compile_budget", default=None)
+
+
+@contextlib.contextmanager
+def compile_budget(characters: int) -> Iterator[None]:
+    """Within the block, ``compile_expression`` parses at most ``characters`` characters of
+    expression text in all (counted whether or not the text was compiled before, so the
+    outcome does not depend on the cache); past that it raises ``ExpressionError``. The
+    definition compiler uses it to bound the work of validating one definition."""
+    token = _COMPILE_BUDGET.set([characters, characters])
+    try:
+        yield
+    finally:
+        _COMPILE_BUDGET.reset(token)
+
+
 def compile_expression(text: str, *, dialect: str = "cloudflow") -> Expression:
     """Parse ``text`` into an :class:`Expression`; raise :class:`ExpressionError` if invalid."""
     if dialect not in DIALECTS:
@@ -1030,6 +1050,15 @@ def compile_expression(text: str, *, dialect: str = "cloudflow") -> Expression:
             MAX_EXPRESSION_LENGTH,
             text,
         )
+    budget = _COMPILE_BUDGET.get()
+    if budget is not None:
+        budget[0] -= len(text)
+        if budget[0] < 0:
+            raise ExpressionError(
+                f"too much expression text in all (the limit is {budget[1]} characters)",
+                None,
+                text,
+            )
     return _compile_cached(text, dialect, MAX_EXPRESSION_LENGTH, MAX_DEPTH, MAX_FUNCTION_NESTING)
 
 

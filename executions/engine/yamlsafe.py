@@ -169,14 +169,21 @@ def _shown(text: str) -> str:
     return text if len(text) <= 40 else f"{text[:20]}… ({len(text)} characters)"
 
 
+# Every number form above starts with one of these; other text needs no regex at all.
+_NUMBER_START = frozenset("0123456789+-.")
+
+
 def _resolve_plain(text: str, line: int | None) -> Any:
-    lowered = text.lower()
-    if lowered == "true":
-        return True
-    if lowered == "false":
-        return False
-    if text in ("", "~") or lowered == "null":
-        return None
+    if len(text) <= 5:
+        lowered = text.lower()
+        if lowered == "true":
+            return True
+        if lowered == "false":
+            return False
+        if text in ("", "~") or lowered == "null":
+            return None
+    if text[0] not in _NUMBER_START:
+        return text
     value = _number(text, line)
     return text if value is _NO_VALUE else value
 
@@ -274,6 +281,7 @@ def _build(events: Iterable[Any], max_depth: int, max_nodes: int) -> tuple[Any, 
     root: Any = _NO_VALUE
     documents = 0
     nodes = 0
+    plain: dict[str, Any] = {}  # resolved plain scalars by text: documents repeat them a lot
 
     def place(value: Any, line: int | None, is_key_candidate: bool) -> Path | None:
         """Attach a finished node to its parent; return the node's path (None for a key)."""
@@ -334,13 +342,17 @@ def _build(events: Iterable[Any], max_depth: int, max_nodes: int) -> tuple[Any, 
             raise YamlError(f"the definition has more than {max_nodes} YAML nodes", line)
         if kind is yaml.ScalarEvent:
             tag = event.tag
-            _check_tag(tag, _SCALAR_TAGS, line)
-            if tag in _SCALAR_TAGS:
-                value = _resolve_tagged(tag, event.value, line)
-            elif event.implicit[0] and tag is None:  # plain, untagged
-                value = _resolve_plain(event.value, line)
-            else:  # quoted, block, or the non-specific "!" tag
-                value = event.value
+            if tag is None and event.implicit[0]:  # plain, untagged
+                text = event.value
+                value = plain.get(text, _NO_VALUE)
+                if value is _NO_VALUE:
+                    value = plain[text] = _resolve_plain(text, line)
+            else:
+                _check_tag(tag, _SCALAR_TAGS, line)
+                if tag in _SCALAR_TAGS:
+                    value = _resolve_tagged(tag, event.value, line)
+                else:  # quoted, block, or the non-specific "!" tag
+                    value = event.value
             place(value, line, is_key_candidate=True)
             continue
         # a collection starts

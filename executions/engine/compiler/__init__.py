@@ -39,9 +39,10 @@ from ..graph import DefinitionError, Diagnostic, FlowGraph
 from ..yamlsafe import LineMap, YamlError, load_document
 from .cloudflow import CloudFlowCompiler
 from .common import Compiler
+from .common import _fc_function as fc_function_name
 from .legacy import LegacyCompiler
 
-__all__ = ["compile_data", "compile_definition"]
+__all__ = ["compile_data", "compile_definition", "fc_function_name"]
 
 
 def compile_definition(

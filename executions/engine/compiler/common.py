@@ -18,7 +18,7 @@ from datetime import datetime
 from itertools import islice
 from typing import Any
 
-from ..expressions import ExpressionError, compile_expression
+from ..expressions import ExpressionError, compile_budget, compile_expression
 from ..graph import MAX_DUE, MIN_DUE, DefinitionError, Diagnostic, FlowGraph, Scope, State
 from ..templates import TemplateError, compile_mappings, compile_template
 from ..yamlsafe import LineMap
@@ -37,6 +37,9 @@ MAX_MAP_CONCURRENCY = 10_000
 MAX_DIAGNOSTICS = 100
 MAX_HINTS = 20
 MAX_HINT_CANDIDATES = 1000
+# Parsing expressions is the costliest part of validating a definition (some microseconds a
+# character): a definition may hold this much expression text in all.
+MAX_EXPRESSION_TEXT = 256 * 1024
 
 
 # --- paths ----------------------------------------------------------------------------------
@@ -132,6 +135,8 @@ _MNS_QUEUE_ARN = re.compile(r"acs:mns:[^:]*:[^:]*:/queues/(?P<q>[^/\s]+)/message
 
 
 def _fc_function(arn: str) -> str | None:
+    """The local function an FC ARN names (``…:functions/{name}[/{qualifier}]`` or
+    ``…:services/{service}/functions/{name}``), or None when ``arn`` is not one."""
     match = _FC_FUNCTIONS_ARN.fullmatch(arn) or _FC_SERVICES_ARN.fullmatch(arn)
     return match.group("fn") if match else None
 
@@ -424,7 +429,8 @@ class Compiler:
         elif self.too_many_states(data):
             pass  # nothing else is looked at: the work would grow with what is refused
         else:
-            graph = self.build(data)
+            with compile_budget(MAX_EXPRESSION_TEXT):
+                graph = self.build(data)
         if graph is not None:
             self.check_graphs()
         if self.errors or graph is None:
