@@ -20,6 +20,7 @@ from flowsite.errors import ServiceError
 
 from .engine import events as ev
 from .engine import machine
+from .engine.builtins import JsonValueError, check_json_value
 from .engine.compiler import compile_definition
 from .engine.graph import DefinitionError, FlowGraph
 from .models import (
@@ -51,9 +52,29 @@ def _check_name(value: Any, what: str) -> str:
     return value
 
 
-def _check_json_size(value: Any, what: str) -> None:
-    size = machine.json_size(value)
+# Execution inputs and callback outputs nest at most this deep (the engine's own headroom).
+MAX_PAYLOAD_DEPTH = 100
+
+
+def _check_json_size(value: Any, what: str, *, field: str = "") -> None:
+    """``value`` is JSON data flowsite can store and evaluate (valid Unicode, finite numbers in
+    double range, at most MAX_PAYLOAD_DEPTH levels; else 400 ``InvalidArgument`` naming where,
+    under ``field``), and its compact UTF-8 JSON is within FLOWSITE_MAX_PAYLOAD_BYTES (413)."""
     limit = settings.FLOWSITE_MAX_PAYLOAD_BYTES
+    try:
+        # Every value takes at least 2 bytes of JSON text ("0,"), so a value with more than
+        # limit/2 parts is too large whatever they are: the walk can stop there.
+        check_json_value(value, max_depth=MAX_PAYLOAD_DEPTH, max_nodes=limit // 2 + 1)
+    except JsonValueError as exc:
+        if exc.kind == "nodes":
+            raise ServiceError(
+                f"{what} is larger than {limit} bytes", code="EntityTooLarge", status=413
+            ) from None
+        raise ServiceError(
+            f"{what} is not acceptable JSON: {exc.message} (at {exc.where(field) or field})",
+            code="InvalidArgument",
+        ) from None
+    size = machine.json_size(value)
     if size > limit:
         raise ServiceError(
             f"{what} is {size} bytes; the limit is {limit} bytes", code="EntityTooLarge", status=413
@@ -69,7 +90,9 @@ def definition_compile(definition: Any) -> FlowGraph:
         raise ServiceError(
             "definition must be the YAML (or JSON) text of the flow", code="InvalidArgument"
         )
-    size = len(definition.encode())
+    # "surrogatepass": text with a lone surrogate is measured here and refused as not UTF-8 by
+    # the loader (400), instead of failing to encode (500).
+    size = len(definition.encode("utf-8", "surrogatepass"))
     limit = settings.FLOWSITE_MAX_DEFINITION_BYTES
     if size > limit:
         raise ServiceError(
@@ -193,7 +216,7 @@ def execution_start(
         input = {}
     if not isinstance(input, dict):
         raise ServiceError("input must be a JSON object", code="InvalidArgument")
-    _check_json_size(input, "the input")
+    _check_json_size(input, "the input", field="input")
     try:
         with transaction.atomic():
             now = runtime.db_now()
@@ -335,7 +358,7 @@ def _parse_output(output: Any) -> Any:
             raise ServiceError(
                 "output must be JSON (an object, or its text)", code="InvalidArgument"
             ) from None
-    _check_json_size(output, "the output")
+    _check_json_size(output, "the output", field="output")
     return output
 
 
