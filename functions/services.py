@@ -389,6 +389,7 @@ def _expire(invocation_id: int, cause: str) -> bool:
 def invocation_run(invocation_id: int) -> str:
     """The worker's side (``functions.run_invocation``): claim the row, run the handler, record
     the outcome. A second delivery, or a row that expired, runs nothing."""
+    refuse_in_web_process()  # before the claim: a refused run must not strand the row Running
     claimable = Q(expires_at__isnull=True) | Q(expires_at__gt=Now())
     claimed = Invocation.objects.filter(
         claimable, pk=invocation_id, status=InvocationStatus.ENQUEUED

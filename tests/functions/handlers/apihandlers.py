@@ -21,6 +21,16 @@ def describe(event, context):
     }
 
 
+def context_view(event, context):
+    return {
+        "request_id": context.request_id,
+        "attempt": getattr(context, "attempt", None),
+        "idempotency_key": getattr(context, "idempotency_key", None),
+        "function": context.function.name,
+        "remaining_ms_positive": context.get_remaining_time_in_millis() > 0,
+    }
+
+
 def explode(event, context):
     raise ValueError("bad input\nsecond line")
 
@@ -41,6 +51,11 @@ def parse_strictly(event, context):
 
 def _parse(event):
     return json.loads(event)
+
+
+def parse_field(event, context):
+    """Parses the event's "text" as JSON: fails inside the standard library for bad text."""
+    return _parse(json.loads(event)["text"])
 
 
 CALLS = 0
