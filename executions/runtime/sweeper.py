@@ -293,7 +293,10 @@ class Sweeper(threading.Thread):
         close_old_connections()
         if self.broker.look():
             self.outage = True
-        settle = settings.FLOWSITE_WORKER_DEAD_AFTER + settings.FLOWSITE_WORKER_HEARTBEAT
+        # After an outage (or at start, when one may have just ended) every live worker stamps
+        # its row within a second or two (its thread retries every second while stamping
+        # fails); give them a full heartbeat interval before any row counts as stale.
+        settle = settings.FLOWSITE_WORKER_HEARTBEAT + 2.0
         try:
             liveness.stamp(sweeper_name(), HeartbeatKind.SWEEPER)
             counts = sweep(

@@ -166,7 +166,14 @@ def apply(execution: Execution, event: ev.Event, *, now: datetime) -> ev.Decisio
     rng = random.Random(f"{execution.pk}:{execution.revision}")
     try:
         decision = machine.step(
-            graph, execution.state, event, now=now, rng=rng, new_token=new_token, limits=limits()
+            graph,
+            execution.state,
+            event,
+            now=now,
+            rng=rng,
+            new_token=new_token,
+            limits=limits(),
+            values=lambda keys: _values(execution.pk, keys),
         )
     except Exception as exc:
         # A bug in the engine must not turn this execution into a poison message that every
@@ -192,6 +199,26 @@ def apply(execution: Execution, event: ev.Event, *, now: datetime) -> ev.Decisio
     return decision
 
 
+def _put_values(puts: dict[str, ExecutionValue]) -> None:
+    if puts:
+        ExecutionValue.objects.bulk_create(
+            list(puts.values()),
+            update_conflicts=True,
+            unique_fields=["execution", "key"],
+            update_fields=["value"],
+        )
+        puts.clear()
+
+
+def _values(execution_id: int, keys: list[str]) -> dict:
+    """The engine's read-back of values it stored beside its state (one query)."""
+    return dict(
+        ExecutionValue.objects.filter(execution_id=execution_id, key__in=keys).values_list(
+            "key", "value"
+        )
+    )
+
+
 def persist(execution: Execution, decision: ev.Decision, *, now: datetime) -> None:
     HistoryEvent.objects.bulk_create(
         [
@@ -208,8 +235,18 @@ def persist(execution: Execution, decision: ev.Decision, *, now: datetime) -> No
         ]
     )
     new_work: list[int] = []
+    puts: dict[str, ExecutionValue] = {}
     for command in decision.commands:
+        if isinstance(command, ev.PutValue):
+            # Collected and written in one statement (a Map's results arrive several at once).
+            puts[command.key] = ExecutionValue(
+                execution_id=execution.pk, key=command.key, value=command.value
+            )
+            continue
+        if isinstance(command, ev.DropValues):
+            _put_values(puts)
         _carry_out(execution, command, now=now, new_work=new_work)
+    _put_values(puts)
     execution.state = decision.state
     execution.revision += 1
     execution.event_count = decision.state["next_event_id"] - 1
@@ -269,11 +306,30 @@ def _carry_out(execution: Execution, command, *, now: datetime, new_work: list[i
             invocation=command.invocation,
             mode=command.mode,
             timeout_seconds=command.timeout_seconds,
-            idempotency_key=getattr(command, "idempotency_key", ""),
+            idempotency_key=command.idempotency_key,
             created_at=now,
             next_dispatch_at=redispatch,
         )
         new_work.append(item.pk)
+    elif isinstance(command, ev.SubmitAsync):
+        # The Task already completed with the acknowledgement; the function runs on its own.
+        item = WorkItem.objects.create(
+            execution=execution,
+            kind=WorkKind.DETACHED,
+            entry_id=command.entry,
+            attempt=command.attempt,
+            state_name=command.state_name,
+            function_name=command.function,
+            payload=command.event,
+            invocation="async",
+            mode="RequestComplete",
+            idempotency_key=command.task_id,
+            created_at=now,
+            next_dispatch_at=redispatch,
+        )
+        new_work.append(item.pk)
+    elif isinstance(command, ev.DropValues):
+        ExecutionValue.objects.filter(execution=execution, key__startswith=command.prefix).delete()
     elif isinstance(command, ev.ScheduleResume):
         item = WorkItem.objects.create(
             execution=execution,

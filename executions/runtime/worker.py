@@ -173,6 +173,9 @@ def _running_already(item: WorkItem) -> str:
 
 
 def _context(item: WorkItem) -> dict:
+    if item.kind == WorkKind.DETACHED:
+        # An async-submitted run: its task id (from the submit acknowledgement) is its key.
+        return {"attempt": item.attempt, "idempotency_key": item.idempotency_key}
     return {
         "attempt": item.attempt,
         # Stable for every re-run of one logical attempt (lost worker, lost result write).
@@ -197,8 +200,6 @@ def _run_claimed(item: WorkItem, function) -> str:
         deadline = time.monotonic() + lease_seconds(function) - 1.0
         if fault("crash_in_task"):
             os._exit(137)
-        if item.invocation == "async" and item.mode == "RequestComplete":
-            return _submit_async(item)
         result = invoke(
             function or item.function_name,
             item.payload,
@@ -307,43 +308,6 @@ def _claimed_by_lost_commit(item: WorkItem) -> dict:
         "item": following,
         "function": Function.objects.filter(name=following.function_name).first(),
     }
-
-
-def _submit_async(item: WorkItem) -> str:
-    """``invocationType: Async`` under ``RequestComplete``: the step's output is the submit
-    acknowledgement, and the function runs on its own (a ``detached`` work item recorded in
-    the same transaction), not holding the step."""
-    from django.db import transaction  # noqa: PLC0415
-
-    from . import publish  # noqa: PLC0415
-
-    ack = {"Body": "", "StatusCode": 202, "Headers": {"x-fc-async-task-id": attempt_id(item)}}
-
-    def finish(execution: Execution, now: datetime) -> bool:
-        won = WorkItem.objects.filter(pk=item.pk, status=WorkStatus.RUNNING).update(
-            status=WorkStatus.DONE, finished_at=now
-        )
-        if won:
-            detached = WorkItem.objects.create(
-                execution=execution,
-                kind=WorkKind.DETACHED,
-                entry_id=item.entry_id,
-                attempt=item.attempt,
-                state_name=item.state_name,
-                function_name=item.function_name,
-                payload=item.payload,
-                invocation=item.invocation,
-                mode=item.mode,
-                created_at=now,
-                next_dispatch_at=publish.redispatch_at(now),
-            )
-            transaction.on_commit(lambda: publish.dispatch([detached.pk]))
-        return bool(won)
-
-    done = transition(
-        item.execution_id, ev.TaskSucceeded(item.entry_id, item.attempt, ack), claim=finish
-    )
-    return "submitted" if done is not None else "result-discarded"
 
 
 def _run_detached(item: WorkItem, function) -> str:

@@ -29,11 +29,12 @@ def test_healthz_turns_503_when_beat_stops(system):
 
     def unhealthy():
         r = requests.get(system.base_url + "/healthz", timeout=5)
-        return r if r.status_code == 503 else None
+        # (a Response is falsy for an error status: return its body)
+        return r.json() if r.status_code == 503 else None
 
-    r = wait_until(unhealthy, 10, 0.05, "/healthz to turn 503", system.describe)
+    body = wait_until(unhealthy, 10, 0.05, "/healthz to turn 503", system.describe)
     took = time.time() - killed_at
     print(f"\n/healthz turned 503 {took:.2f}s after beat was killed (sweep every {SWEEP}s)")
-    assert r.json()["status"] == "error"
+    assert body["status"] == "error"
     # The last round was at most one interval before the kill; allow one poll of slack.
     assert took <= 3 * SWEEP + 0.5, took

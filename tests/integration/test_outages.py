@@ -109,14 +109,15 @@ def _outage(system, flow: str, names: list[str], down, up, *, down_for: float = 
 
 
 def _check(system, flow: str, back_at: float, starter: Starter) -> dict:
-    total = sum(1 for f, _ in system.started if f == flow)
+    names = {name for f, name in system.started if f == flow}
+    total = len(names)
     statuses = system.wait_all_closed(flow, total, timeout=180)
     assert statuses == {"Succeeded": total}, statuses
     # No handler ran twice: one ledger start per (execution, step).
     runs = Counter(
         (r["execution"], r["step"])
         for r in system.ledger()
-        if r["phase"] == "start" and str(r["execution"]).startswith(flow)
+        if r["phase"] == "start" and r["execution"] in names
     )
     twice = {k: n for k, n in runs.items() if n > 1}
     assert not twice, f"handlers ran more than once: {twice}"

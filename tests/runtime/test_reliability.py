@@ -323,7 +323,7 @@ def test_the_loop_does_not_judge_liveness_right_after_a_database_outage(monkeypa
     monkeypatch.setattr(loop.broker, "look", lambda: False)
     counts = loop.sweep_once()
     assert counts["dead"] == 0  # just started: every worker gets time to stamp again
-    loop.db_up_since -= 26
+    loop.db_up_since -= 7.5  # a heartbeat interval and a margin later
     assert loop.sweep_once()["dead"] == 1
 
 
