@@ -68,8 +68,9 @@ from typing import Any
 
 from . import events as ev
 from .builtins import type_name
+from .compiler import fc_function_name
 from .expressions import EvalBudget, EvaluationError, new_budget
-from .graph import FlowGraph, Scope, State, StateKind, TaskMode
+from .graph import MAX_DUE, FlowGraph, Scope, State, StateKind, TaskMode
 
 ERR_ALL = "FnF.ALL"
 ERR_TIMEOUT = "FnF.Timeout"
@@ -84,10 +85,8 @@ ERR_INTERNAL = "FnF.InternalError"
 # The error of a Fail state (legacy: fail step) that names none: never an empty error name.
 ERR_FAIL = "FnF.Fail"
 
-# The latest deadline the engine sets: a Wait that would end later fails; a timeout, heartbeat
-# or retry delay that long is cut to it. A year short of ``datetime.max``, so no conversion to
-# another time zone (or the database's own range) can overflow.
-MAX_DUE = datetime(9998, 12, 31, 23, 59, 59, tzinfo=UTC)
+# ``graph.MAX_DUE`` is the latest deadline the engine sets: a Wait that would end later fails;
+# a timeout, heartbeat or retry delay that long is cut to it.
 
 RUNNING = "Running"
 SUCCEEDED = "Succeeded"
@@ -719,6 +718,10 @@ class _Run:
             self.complete(entry, passthrough, end_scope=kind is StateKind.SUCCEED)
         elif kind is StateKind.FAIL:
             spec = st.fail
+            if st.global_constructor is not None:
+                # Kept for whoever handles the failure: a container's Catch and what follows.
+                # ($Output is null: a Fail state has none; an OutputConstructor has no effect.)
+                self.update_globals(st, self.cloudflow_env(entry))
             # Without a Code the error still has a name for Catch rules, history and the API.
             self.fail_entry(entry, spec.code or ERR_FAIL, spec.detail or "", no_catch=True)
         elif kind is StateKind.CHOICE:
@@ -823,12 +826,13 @@ class _Run:
             self.set_input(entry, st, self.build_input(entry, st, entry["raw"]))
         payload = self.task_payload(entry, st)
         self.check_size(payload, f"the request of task '{st.name}'")
-        target = spec.function if spec.target == "function" else spec.queue
+        resource, function, invocation = self.task_target(entry, st)
+        target = function if spec.target == "function" else spec.queue
         sched = self.emit(
             "TaskScheduled",
             entry["id"],
             st.name,
-            resource=spec.resource,
+            resource=resource,
             target=target,
             attempt=attempt,
             retry_count=entry["retries"],
@@ -844,12 +848,8 @@ class _Run:
             entry["phase"] = "done"
             self.task_done(entry, st, {})
             return
-        if (
-            spec.target == "function"
-            and spec.invocation == "async"
-            and spec.mode is TaskMode.REQUEST
-        ):
-            self.submit_async(entry, st, payload)
+        if spec.target == "function" and invocation == "async" and spec.mode is TaskMode.REQUEST:
+            self.submit_async(entry, st, function, payload)
             return
         if spec.timeout_seconds:
             key = f"timeout:{entry['id']}:{attempt}"
@@ -867,10 +867,10 @@ class _Run:
             ev.InvokeFunction(
                 entry=entry["id"],
                 attempt=attempt,
-                function=spec.function,
+                function=function,
                 event=payload,
                 state_name=st.name,
-                invocation=spec.invocation,
+                invocation=invocation,
                 mode=str(spec.mode),
                 timeout_seconds=spec.timeout_seconds,
                 token=entry.get("token"),
@@ -879,7 +879,35 @@ class _Run:
             )
         )
 
-    def submit_async(self, entry: dict, st: State, payload: Any) -> None:
+    def task_target(self, entry: dict, st: State) -> tuple[str, str | None, str]:
+        """This attempt's ARN, function and invocation type. ``resourceArn.$`` and
+        ``invocationType.$`` are evaluated like the body, against the constructed input, for
+        every attempt."""
+        spec = st.task
+        resource, function, invocation = spec.resource, spec.function, spec.invocation
+        if spec.resource_expr is not None:
+            where = f"{st.path}.Parameters.resourceArn.$"
+            arn = self.evaluate(spec.resource_expr, self.state_env(entry), where)
+            function = fc_function_name(arn) if isinstance(arn, str) else None
+            if function is None:
+                raise StepFailure(
+                    ERR_RUNTIME,
+                    f"{where} gave {type_name(arn)} {_preview(arn)}, not a Function Compute "
+                    "function ARN (acs:fc:{region}:{account}:functions/{name})",
+                )
+            resource = arn
+        if spec.invocation_expr is not None:
+            where = f"{st.path}.Parameters.invocationType.$"
+            value = self.evaluate(spec.invocation_expr, self.state_env(entry), where)
+            if value not in ("Sync", "Async"):
+                raise StepFailure(
+                    ERR_RUNTIME,
+                    f'{where} gave {type_name(value)} {_preview(value)}, not "Sync" or "Async"',
+                )
+            invocation = value.lower()
+        return resource, function, invocation
+
+    def submit_async(self, entry: dict, st: State, function: str, payload: Any) -> None:
         """``invocationType: Async`` under ``RequestComplete``: the runtime runs the function
         detached (``SubmitAsync``) and the Task completes now, its raw output the submit
         acknowledgement. History: TaskScheduled, TaskSubmitted (``taskId``), TaskSucceeded."""
@@ -890,7 +918,7 @@ class _Run:
             ev.SubmitAsync(
                 entry=entry["id"],
                 attempt=entry["attempt"],
-                function=st.task.function,
+                function=function,
                 event=payload,
                 task_id=task_id,
                 state_name=st.name,
@@ -1383,14 +1411,21 @@ class _Run:
             )
         if st.global_constructor is not None:
             # $Global inside OutputConstructor is the value before this state's own update.
-            update = self.render(st.global_constructor, env, f"{st.path}.GlobalConstructor")
-            if not isinstance(update, dict):
-                raise StepFailure(ERR_RUNTIME, "GlobalConstructor must build an object")
-            merged = dict(self.s["globals"])
-            merged.update(update)
-            self.check_size(merged, "the execution's $Global")
-            self.s["globals"] = merged
+            self.update_globals(st, env)
         return output
+
+    def update_globals(self, st: State, env: Mapping[str, Any]) -> None:
+        update = self.render(st.global_constructor, env, f"{st.path}.GlobalConstructor")
+        if not isinstance(update, dict):
+            raise StepFailure(
+                ERR_RUNTIME,
+                f"the GlobalConstructor of state '{st.name}' must build a JSON object, "
+                f"got {type_name(update)}",
+            )
+        merged = dict(self.s["globals"])
+        merged.update(update)
+        self.check_size(merged, "the execution's $Global")
+        self.s["globals"] = merged
 
     def leave(self, entry: dict, st: State, output: Any, *, next_state: str | None) -> None:
         self.emit("StepExited", entry["id"], st.name, output=output, next=next_state)

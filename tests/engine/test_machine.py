@@ -1923,3 +1923,80 @@ def test_seed_flows_run_to_success(text):
             sim.feed(ev.CallbackSucceeded(token, {"status": "ok"}))
     assert sim.status == "Succeeded", sim.error
     sim.check_invariants()
+
+
+DYNAMIC_TARGET = cf("""
+StartAt: T
+States:
+  - Type: Task
+    Name: T
+    Action: FC:InvokeFunction
+    Parameters:
+      resourceArn.$: $Input.arn
+      invocationType.$: $Input.how
+      body:
+        n.$: $Input.n
+    OutputConstructor:
+      $: $Output
+    End: true
+""")
+
+
+def test_function_and_invocation_type_can_come_from_expressions():
+    arn = "acs:fc:r:1:functions/double/LATEST"
+    sim = Sim(DYNAMIC_TARGET, {"double": lambda e: {"n": e["n"] * 2}})
+    sim.run({"arn": arn, "how": "Sync", "n": 2})
+    assert sim.status == "Succeeded" and sim.output["Body"] == {"n": 4}
+    (scheduled,) = [e for e in sim.history if e["type"] == "TaskScheduled"]
+    assert scheduled["detail"]["resource"] == arn and scheduled["detail"]["target"] == "double"
+
+    sim = Sim(DYNAMIC_TARGET).run({"arn": arn, "how": "Async", "n": 2})
+    assert sim.status == "Succeeded" and sim.output["StatusCode"] == 202
+    assert [(s.function, s.event) for s in sim.submitted] == [("double", {"n": 2})]
+
+
+@pytest.mark.parametrize(
+    ("input", "cause"),
+    [
+        ({"arn": 5, "how": "Sync"}, "resourceArn.$ gave number 5, not a Function Compute"),
+        ({"arn": "acs:oss:::b", "how": "Sync"}, 'gave string "acs:oss:::b", not a Function'),
+        (
+            {"arn": "acs:fc:r:1:functions/f", "how": "sync"},
+            'invocationType.$ gave string "sync", not "Sync" or "Async"',
+        ),
+    ],
+)
+def test_a_computed_target_that_is_not_one_is_a_runtime_error(input, cause):
+    sim = Sim(DYNAMIC_TARGET).run(input)
+    assert sim.status == "Failed" and sim.error[0] == "FnF.RuntimeError"
+    assert cause in sim.error[1]
+    assert not sim.pending and not sim.submitted
+
+
+def test_a_fail_state_global_constructor_is_kept_for_the_catch():
+    sim = Sim(
+        cf("""
+StartAt: P
+States:
+  - Type: Parallel
+    Name: P
+    Branches:
+      - StartAt: F
+        States:
+          - Type: Fail
+            Name: F
+            Code: Nope
+            GlobalConstructor:
+              why.$: $Input.reason
+    Catch:
+      - Errors: [Nope]
+        Next: C
+    End: true
+  - Type: Pass
+    Name: C
+    OutputConstructor:
+      why.$: $Global.why
+    End: true
+""")
+    ).run({"reason": "no stock"})
+    assert sim.status == "Succeeded" and sim.output == {"why": "no stock"}
