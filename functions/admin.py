@@ -130,7 +130,7 @@ class InvocationAdmin(admin.ModelAdmin):
         "invocation_type",
         "status",
         "payload_size",
-        "result",
+        "result_json",
         "error",
         "cause_text",
         "worker",

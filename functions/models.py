@@ -3,6 +3,9 @@ invocations that workers run for them."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
@@ -81,8 +84,10 @@ class Invocation(models.Model):
         max_length=16, choices=InvocationStatus.choices, default=InvocationStatus.ENQUEUED
     )
     payload = models.BinaryField(help_text="The event, exactly as the handler receives it.")
-    result = models.JSONField(
-        null=True, blank=True, help_text="The handler's return value (the envelope's Body)."
+    # JSON text, not a JSONField: PostgreSQL's jsonb cannot hold "\u0000" inside a string,
+    # which a handler may well return; JSON text escapes it.
+    result_json = models.TextField(
+        blank=True, help_text="The handler's return value (the envelope's Body), as JSON text."
     )
     error = models.CharField(max_length=128, blank=True)
     cause = models.TextField(
@@ -104,6 +109,7 @@ class Invocation(models.Model):
         indexes = [
             models.Index(fields=["function", "-created_at"], name="functions_inv_function"),
             models.Index(fields=["status", "expires_at"], name="functions_inv_status"),
+            models.Index(fields=["created_at"], name="functions_inv_created"),  # retention
         ]
 
     def __str__(self) -> str:
@@ -112,3 +118,8 @@ class Invocation(models.Model):
     @property
     def ended(self) -> bool:
         return self.status in ENDED_STATUSES
+
+    @property
+    def result(self) -> Any:
+        """The handler's return value (None until the invocation succeeded)."""
+        return json.loads(self.result_json) if self.result_json else None

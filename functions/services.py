@@ -260,8 +260,8 @@ def invoke(
     def failed(error: str, cause: str) -> InvokeResult:
         return InvokeResult(
             False,
-            error=error,
-            cause=cause[:MAX_CAUSE_CHARS],
+            error=_storable(error),
+            cause=_storable(cause[:MAX_CAUSE_CHARS]),
             request_id=request_id,
             duration_ms=_ms(started),
         )
@@ -311,6 +311,18 @@ def invoke(
         return failed(ERR_PAYLOAD, f"the result is {size} bytes; the limit is {limit}")
     envelope = {"Body": body, "StatusCode": 200, "Headers": {"x-fc-request-id": request_id}}
     return InvokeResult(True, output=envelope, request_id=request_id, duration_ms=_ms(started))
+
+
+def _json_text(value: Any) -> str:
+    # json.dumps escapes control characters (NUL included) even with ensure_ascii=False.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _storable(text: str) -> str:
+    """Text any database column takes: no NUL (PostgreSQL refuses it in text and jsonb) and no
+    lone surrogates (not UTF-8). A handler's message may hold either."""
+    text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _ms(started: float) -> float:
@@ -415,7 +427,7 @@ def invocation_run(invocation_id: int) -> str:
         status=outcome,
         finished_at=Now(),
         duration_ms=result.duration_ms,
-        result=result.output["Body"] if result.ok else None,
+        result_json=_json_text(result.output["Body"]) if result.ok else "",
         error=result.error[:128],
         cause=result.cause,
     )

@@ -144,6 +144,22 @@ def test_a_handler_error_is_recorded_with_its_own_frames(counter):
     assert "functions/services.py" not in invocation.cause
 
 
+def test_results_and_errors_any_database_can_store():
+    # PostgreSQL refuses NUL in text and jsonb, and no database takes a lone surrogate: both
+    # may come from a handler, and must not leave the row stuck in Running.
+    ok = services.function_create(name="nul", handler="apihandlers.nul_result", user=SYSTEM)
+    bad = services.function_create(name="nul_err", handler="apihandlers.nul_error", user=SYSTEM)
+    first = services.invocation_submit(function=ok, payload=b"{}")
+    second = services.invocation_submit(function=bad, payload=b"{}")
+    assert tasks.run_invocation(first.pk) == InvocationStatus.SUCCEEDED
+    assert tasks.run_invocation(second.pk) == InvocationStatus.FAILED
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert "\x00" not in first.result_json and first.result == {"text": "a\x00b"}
+    assert second.cause.startswith("bad\\x00byte \\ud800 here\n")
+    second.cause.encode("utf-8")  # valid UTF-8 text
+
+
 def test_the_handler_context_carries_what_the_runtime_passes():
     function = Function.objects.create(name="c", handler="apihandlers.context_view")
     result = services.invoke(

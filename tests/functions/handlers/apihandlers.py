@@ -72,5 +72,13 @@ def count_calls():
     return CALLS
 
 
+def nul_result(event, context):
+    return {"text": "a\x00b"}
+
+
+def nul_error(event, context):
+    raise ValueError("bad\x00byte \ud800 here")
+
+
 def exits(event, context):
     raise SystemExit(3)
