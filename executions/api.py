@@ -12,13 +12,14 @@ import time
 from django.db.models.functions import Substr
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.authentication import BasicAuthentication, TokenAuthentication
+from rest_framework.authentication import TokenAuthentication
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from flowsite.api import ERR_400, ERR_401, check_same_name, error_response, parse
+from flowsite.auth import CachedBasicAuthentication
 
 from . import selectors, services
 from .models import Execution, Flow, HistoryEvent
@@ -313,7 +314,7 @@ class ExecutionHistoryView(APIView):
 class _TaskCallbackView(APIView):
     # Machines report with a token (or basic auth), never with a browser's session cookie:
     # otherwise a logged-in operator's browser could be made to report a task.
-    authentication_classes = [TokenAuthentication, BasicAuthentication]
+    authentication_classes = [TokenAuthentication, CachedBasicAuthentication]
 
 
 _TASK_ERRORS = {
