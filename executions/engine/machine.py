@@ -185,7 +185,25 @@ def step(
     docstring); without it every such value counts as missing."""
     run = _Run(graph, state, now, rng or random.Random(0), new_token, limits, values)
     run.handle(event)
-    return ev.Decision(state=state, events=run.events, commands=run.commands, ignored=run.ignored)
+    commands = _without_dropped_puts(run.commands)
+    return ev.Decision(state=state, events=run.events, commands=commands, ignored=run.ignored)
+
+
+def _without_dropped_puts(commands: list) -> list:
+    """A value put and dropped within the same step (a container that ran inline from start to
+    end) need not be written at all: leave out every PutValue a later DropValues covers."""
+    if not any(isinstance(c, ev.DropValues) for c in commands):
+        return commands
+    kept: list = []
+    drops: list[str] = []
+    for command in reversed(commands):
+        if isinstance(command, ev.DropValues):
+            drops.append(command.prefix)
+        elif isinstance(command, ev.PutValue) and command.key.startswith(tuple(drops)):
+            continue
+        kept.append(command)
+    kept.reverse()
+    return kept
 
 
 def abort(

@@ -2000,3 +2000,31 @@ States:
 """)
     ).run({"reason": "no stock"})
     assert sim.status == "Succeeded" and sim.output == {"why": "no stock"}
+
+
+def test_a_container_that_runs_inline_writes_no_values():
+    sim = Sim(
+        cf("""
+StartAt: M
+States:
+  - Type: Map
+    Name: M
+    ItemsPath: $Input.xs
+    MaxConcurrency: 1
+    Processor:
+      StartAt: P
+      States:
+        - Type: Pass
+          Name: P
+          OutputConstructor:
+            v.$: $Input
+          End: true
+    End: true
+"""),
+        limits=Limits(inline_value_bytes=0),
+    ).run({"xs": list(range(50))})
+    assert sim.output == {"Items": [{"v": i} for i in range(50)]}
+    # 49 items waited and 50 results came in, all within the one step that also dropped them:
+    # nothing was written beside the state but the execution's input, nothing read back.
+    assert sim.steps == 1 and not sim.lookups
+    assert sim.value_bytes == len(json.dumps({"xs": list(range(50))}))
