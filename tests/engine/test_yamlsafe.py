@@ -280,6 +280,24 @@ def test_float_overflow_is_rejected():
 
 def test_big_integers_are_exact():
     assert load("k: 123456789012345678901234567890\n")["k"] == 123456789012345678901234567890
+    assert load("k: -9223372036854775808\n")["k"] == -(2**63)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["9" * 309, "-" + "9" * 309, "9" * 401, "9" * 5000, "0x" + "f" * 300, "0o" + "7" * 400,
+     "1" + "0" * 100_000],
+)  # fmt: skip
+def test_integers_beyond_float_range_are_rejected(text):
+    # JSON numbers must fit a double; int() of over 4,300 digits would even raise ValueError.
+    err = error_of(f"k: {text}\n")
+    assert err.message.startswith("the number ") and err.message.endswith(" is too large")
+    assert len(err.message) < 100
+    assert err.line == 1
+
+
+def test_integers_up_to_float_range_are_kept():
+    assert load(f"k: {10**308}\n")["k"] == 10**308
 
 
 # --- JSON and lines -------------------------------------------------------------------------
