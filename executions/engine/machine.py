@@ -835,6 +835,8 @@ class _Run:
         attempt = entry["attempt"]
         if not rerun:
             entry["try"] = entry.get("try", 0) + 1
+        elif "try" not in entry:  # (stored before logical attempts were counted)
+            entry["try"] = max(1, attempt - entry.get("lost", 0))
         callback = spec.mode is TaskMode.CUSTOM_CALLBACK
         if callback and attempt > 1:
             # Each attempt gets its own token, so a late report for an earlier attempt
