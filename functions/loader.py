@@ -125,13 +125,21 @@ def unsafe_folder_reason(folder: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=64)
+def _real_folder(entry: str) -> str | None:
+    # Cached per process, like the loaded modules: re-pointing a symlinked functions folder
+    # takes a worker restart, as changing a handler's code does.
+    real = os.path.realpath(entry)
+    return None if unsafe_folder_reason(real) else real
+
+
 def folders() -> list[str]:
     """The functions folders that exist, as real paths, in ``FLOWSITE_FUNCTIONS_PATH`` order,
     without the unsafe ones (see :func:`unsafe_folder_reason`)."""
     result: list[str] = []
     for entry in settings.FLOWSITE_FUNCTIONS_PATH:
-        real = os.path.realpath(entry)
-        if real not in result and os.path.isdir(real) and unsafe_folder_reason(real) is None:
+        real = _real_folder(entry)
+        if real is not None and real not in result and os.path.isdir(real):
             result.append(real)
     return result
 
@@ -238,6 +246,7 @@ def _locate(handler: str, parts: list[str], attribute: str) -> Location:
 
 _lock = threading.RLock()
 _loaded: dict[tuple[str, str], types.ModuleType] = {}
+_checked: dict[tuple[str, str, str], Any] = {}
 
 
 def _package(name: str, directory: str) -> types.ModuleType:
@@ -299,8 +308,8 @@ def _load_module(location: Location) -> types.ModuleType:
                     setattr(parent, part, module)
                 parent = module
             _loaded[key] = module
-    loaded_from = os.path.realpath(getattr(module, "__file__", None) or "")
-    if loaded_from != location.file:
+    loaded_from = getattr(module, "__file__", None) or ""
+    if loaded_from != location.file and os.path.realpath(loaded_from) != location.file:
         # e.g. the handler's own relative import loaded a compiled extension of that name, or
         # the file was replaced by a package since this process loaded it.
         raise InvalidHandler(f"module {location.module} was loaded from another file")
@@ -329,7 +338,12 @@ def load(handler: str) -> Callable[..., Any]:
         raise InvalidHandler(
             f"module {location.module} has no function {location.attribute}"
         ) from None
-    return _check_function(value, handler)
+    # The same object as last time passed the checks then (they cost more than the call).
+    key = (location.folder, location.module, location.attribute)
+    if _checked.get(key) is not value:
+        _check_function(value, handler)
+        _checked[key] = value
+    return value
 
 
 def _check_function(value: Any, handler: str) -> Callable[..., Any]:

@@ -60,7 +60,6 @@ FIELDS = ("name", "handler", "description", "timeout_seconds")
 MAX_CAUSE_CHARS = 32768
 
 RUN_INVOCATION = "functions.run_invocation"  # functions/tasks.py; sent by name
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 class _System:
@@ -74,6 +73,11 @@ SYSTEM = _System()
 
 
 # --- registry -----------------------------------------------------------------------------------
+
+
+def worker_id() -> str:
+    # Read at call time: Celery imports this module in the parent before forking its children.
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _require_staff(user: Any) -> None:
@@ -376,6 +380,7 @@ def invocation_submit(*, function: Function, payload: bytes, user: Any = None) -
             expires_at=_db_now_plus(pickup_seconds()),
         )
         transaction.on_commit(lambda pk=invocation.pk: publish_invocation(pk))
+    invocation.refresh_from_db(fields=["created_at", "expires_at"])  # set by the database
     return invocation
 
 
@@ -405,7 +410,7 @@ def invocation_run(invocation_id: int) -> str:
     claimable = Q(expires_at__isnull=True) | Q(expires_at__gt=Now())
     claimed = Invocation.objects.filter(
         claimable, pk=invocation_id, status=InvocationStatus.ENQUEUED
-    ).update(status=InvocationStatus.RUNNING, started_at=Now(), worker=WORKER_ID)
+    ).update(status=InvocationStatus.RUNNING, started_at=Now(), worker=worker_id())
     if not claimed:
         if _expire(invocation_id, "no worker started the invocation in time"):
             return "expired"
@@ -466,8 +471,7 @@ def invocation_wait(invocation: Invocation, *, timeout_seconds: float) -> Invoca
         deadline = run_deadline if run_deadline is not None else pickup_deadline
         _pause(max(0.0, min(delay, deadline - now)))
         delay = min(delay * 2, 0.1)
-    invocation.refresh_from_db()
-    return invocation
+    return Invocation.objects.defer("payload").get(pk=invocation.pk)
 
 
 def invocation_call(*, function: Function, payload: bytes, user: Any = None) -> Invocation:

@@ -83,7 +83,7 @@ def test_the_worker_runs_it_once(counter):
     assert invocation.status == InvocationStatus.SUCCEEDED
     assert invocation.result == {"calls": before + 1}
     assert invocation.started_at <= invocation.finished_at
-    assert invocation.duration_ms >= 0 and invocation.worker == services.WORKER_ID
+    assert invocation.duration_ms >= 0 and invocation.worker == services.worker_id()
     assert (invocation.error, invocation.cause) == ("", "")
 
 
