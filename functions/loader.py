@@ -457,8 +457,8 @@ def handler_error(exc: BaseException) -> str:
                 line=line,
             )
         )
-    text = message
-    if frames:
-        listed = "".join(traceback.StackSummary.from_list(frames[-MAX_FRAMES:]).format())
-        text += f"\nTraceback (most recent call last):\n{listed}"
-    return f"{text}\n{type(exc).__name__}: {message}" if frames else text
+    if not frames:
+        return message
+    # As Python prints it: the frames (each line ends with a newline), then "Type: message".
+    listed = "".join(traceback.StackSummary.from_list(frames[-MAX_FRAMES:]).format())
+    return f"{message}\nTraceback (most recent call last):\n{listed}{type(exc).__name__}: {message}"

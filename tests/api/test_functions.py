@@ -342,7 +342,9 @@ def test_invoke_handler_error_is_502_with_the_handlers_own_frames_only(api_clien
     assert body["message"] == "ValueError: bad input"
     assert body["cause"].startswith("bad input\nsecond line\nTraceback (most recent call last):")
     assert 'File "apihandlers.py", line ' in body["cause"]
-    assert body["cause"].endswith("ValueError: bad input\nsecond line")
+    assert body["cause"].endswith(
+        '\n    raise ValueError("bad input\\nsecond line")\nValueError: bad input\nsecond line'
+    )
     for internal in ("functions/", "services.py", "site-packages", "/usr/lib", "tests/"):
         assert internal not in body["cause"]
     assert body["request_id"]
