@@ -130,7 +130,7 @@ def test_expression_text_is_bounded_per_definition():
     result, seconds = cpu(compile_data, data)
     assert isinstance(result, DefinitionError)
     assert seconds < 1.0
-    assert "too much expression text in all (the limit is 262144 characters)" in (
+    assert "too much expression text in all (the limit is 65536 characters)" in (
         result.errors[0].message
     )
     # below the limit, the same expressions are fine

@@ -38,8 +38,9 @@ MAX_DIAGNOSTICS = 100
 MAX_HINTS = 20
 MAX_HINT_CANDIDATES = 1000
 # Parsing expressions is the costliest part of validating a definition (some microseconds a
-# character): a definition may hold this much expression text in all.
-MAX_EXPRESSION_TEXT = 256 * 1024
+# character): a definition may hold this much expression text in all. (Real flows hold about
+# one character of expressions in twelve of their text: this allows ~800 KB of such a flow.)
+MAX_EXPRESSION_TEXT = 64 * 1024
 
 
 # --- paths ----------------------------------------------------------------------------------
