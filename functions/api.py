@@ -159,7 +159,8 @@ _INVOKE_ERRORS = {
 
 
 class FunctionInvokeView(APIView):
-    """Run a function synchronously with the request body as its event."""
+    """Invoke a function with the request body as its event: a worker runs it, the request
+    waits for the recorded outcome (see ``services.invocation_call``)."""
 
     parser_classes = [RawBodyParser]
 
