@@ -509,6 +509,18 @@ class _Run:
             budget = self.budgets[key] = new_budget()
         return budget
 
+    def evaluation_spent(self) -> bool:
+        """Whether this step's expressions have done one state entry's worth of work in all.
+        The inline loop then hands what is left to a worker (``ScheduleResume``): each entry
+        keeps its own budget, yet a loop of Pass/Choice states whose expressions all stay
+        within theirs costs one step (a request, say) about two budgets' worth at most."""
+        limit = new_budget()
+        work = steps = 0
+        for budget in self.budgets.values():
+            work += budget.work
+            steps += budget.steps
+        return work >= limit.max_work or steps >= limit.max_steps
+
     def render(self, template, env: dict, what: str):
         try:
             return template.render(env, now=self.now, rng=self.rng, budget=self.budget(env))
@@ -664,7 +676,7 @@ class _Run:
         budget = self.limits.inline_budget
         queue = self.s["queue"]
         while queue and self.running:
-            if budget <= 0:
+            if budget <= 0 or self.evaluation_spent():
                 self.commands.append(ev.ScheduleResume())
                 return
             if self.s["next_event_id"] > self.limits.max_history_events:
