@@ -68,7 +68,9 @@ def _check_json_size(value: Any, what: str, *, field: str = "") -> None:
     except JsonValueError as exc:
         if exc.kind == "nodes":
             raise ServiceError(
-                f"{what} is larger than {limit} bytes", code="EntityTooLarge", status=413
+                f"{what} is larger than the limit of {limit} bytes",
+                code="EntityTooLarge",
+                status=413,
             ) from None
         raise ServiceError(
             f"{what} is not acceptable JSON: {exc.message} (at {exc.where(field) or field})",

@@ -441,8 +441,20 @@ class JsonValueError(ValueError):
             elif key.isidentifier():
                 out.append(f".{key}" if out != [""] else key)
             else:
-                out.append(f"[{json.dumps(key, ensure_ascii=False)}]")
+                out.append(f"[{_quoted(key)}]")
         return "".join(out)
+
+
+def _quoted(key: str) -> str:
+    """``key`` as a JSON string, escaped to ASCII if it is not valid Unicode (a message holding
+    a lone surrogate could not be sent)."""
+    shown = json.dumps(key, ensure_ascii=False)
+    if not shown.isascii():
+        try:
+            shown.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = json.dumps(key)
+    return shown
 
 
 def check_json_value(
