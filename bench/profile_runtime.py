@@ -78,10 +78,12 @@ def main() -> None:
         from executions.models import Execution, ExecutionStatus
         from executions.runtime import publish, worker
         from executions.services import execution_start, flow_create
-        from functions.services import function_create
+        from functions.services import SYSTEM, function_create
 
         call_command("migrate", verbosity=0)
-        function_create(name=FUNCTION_NAME, handler="bench_handlers.echo", timeout_seconds=10)
+        function_create(
+            name=FUNCTION_NAME, handler="bench_handlers.echo", timeout_seconds=10, user=SYSTEM
+        )
         flow = flow_create(name="bench-task10", definition=task_flow_yaml("bench-task10"))
 
         queue: list[int] = []

@@ -234,14 +234,16 @@ def driver(opts) -> None:
     from bench.celery_bench import noop
     from executions.models import Execution, ExecutionStatus, HistoryEvent
     from executions.services import execution_start, flow_create
-    from functions.services import function_create
+    from functions.services import SYSTEM, function_create
 
     meter = CpuMeter(opts.worker_pgid, opts.dbname)
     outdir = Path(opts.chain_dir)
     outdir.mkdir(parents=True, exist_ok=True)
     open_statuses = ExecutionStatus.open()
 
-    function_create(name=FUNCTION_NAME, handler="bench_handlers.echo", timeout_seconds=10)
+    function_create(
+        name=FUNCTION_NAME, handler="bench_handlers.echo", timeout_seconds=10, user=SYSTEM
+    )
     pass_flow = flow_create(name="bench-pass20", definition=pass_flow_yaml("bench-pass20"))
     task_flow = flow_create(name="bench-task10", definition=task_flow_yaml("bench-task10"))
 

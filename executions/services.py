@@ -326,8 +326,12 @@ def executions_prune(*, older_than: timedelta, dry_run: bool = False) -> int:
     if dry_run:
         return old.count()
     deleted, _ = executions_delete(executions=old)
-    # Liveness rows of workers long gone (their attempts were reclaimed long ago).
+    # Liveness rows of workers long gone (their attempts were reclaimed long ago), and the
+    # records of direct function calls that ended before the cut-off.
     Heartbeat.objects.filter(last_seen__lt=cutoff).delete()
+    from functions.models import ENDED_STATUSES, Invocation  # noqa: PLC0415 - app order
+
+    Invocation.objects.filter(created_at__lt=cutoff, status__in=ENDED_STATUSES).delete()
     return deleted
 
 

@@ -474,6 +474,11 @@ if FLOWSITE_WORKER_DEAD_AFTER < 2 * FLOWSITE_WORKER_HEARTBEAT:
         "FLOWSITE_WORKER_DEAD_AFTER must be at least twice FLOWSITE_WORKER_HEARTBEAT, or a "
         "live worker that missed one stamp would be declared dead"
     )
+# A direct function call (POST /functions/{name}/invocations/) that no worker started within
+# this many seconds is Expired (never runs) and answered 503 NoWorkerAvailable.
+FLOWSITE_INVOKE_PICKUP_SECONDS = _positive(
+    "FLOWSITE_INVOKE_PICKUP_SECONDS", env_float("FLOWSITE_INVOKE_PICKUP_SECONDS", 10.0)
+)
 FLOWSITE_DB_OUTAGE_WAIT = _positive(
     "FLOWSITE_DB_OUTAGE_WAIT", env_float("FLOWSITE_DB_OUTAGE_WAIT", 300.0)
 )

@@ -127,7 +127,7 @@ def test_command_refuses_a_bad_function_entry(tmp_path):
         + "\n- name: demo_bad\n  handler: not-a-dotted-path\n  timeout_seconds: 5\n",
         encoding="utf-8",
     )
-    with pytest.raises(CommandError, match="function demo_bad: InvalidArgument: handler"):
+    with pytest.raises(CommandError, match="function demo_bad: InvalidHandler: handler"):
         run_demo_command("--demo-dir", str(demo_dir))
     manifest.write_text("- name: only_a_name\n", encoding="utf-8")
     with pytest.raises(CommandError, match="needs name and handler"):

@@ -156,7 +156,25 @@ def reap_dead_workers(*, batch: int) -> int:
         .exclude(worker__in=live)
         .values_list(*_RUNNING_FIELDS)[:batch]
     )
-    return _reclaim(orphaned)
+    return _reclaim(orphaned) + _fail_orphaned_invocations(live, cutoff)
+
+
+def _fail_orphaned_invocations(live, cutoff: datetime) -> int:
+    """Direct invocations (``functions.Invocation``) a dead worker was running: failed with
+    ``FC.WorkerLost`` so the caller waiting for them hears it now, not at its timeout. They are
+    not re-run: the caller (a person or a script) decides whether to call again."""
+    from functions.models import Invocation, InvocationStatus  # noqa: PLC0415 - app order
+
+    return (
+        Invocation.objects.filter(status=InvocationStatus.RUNNING, started_at__lt=cutoff)
+        .exclude(worker__in=live)
+        .update(
+            status=InvocationStatus.FAILED,
+            finished_at=Now(),
+            error="FC.WorkerLost",
+            cause="the worker running the invocation died before it finished",
+        )
+    )
 
 
 # --- re-publishing -----------------------------------------------------------------------------

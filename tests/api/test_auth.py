@@ -45,7 +45,7 @@ ENDPOINTS = [
 
 @pytest.fixture
 def existing():
-    FunctionFactory(name="fn", handler="tests.api.test_functions.echo")
+    FunctionFactory(name="fn", handler="apihandlers.echo")
     flow = FlowFactory(name="flow")
     from executions import services
 
@@ -74,7 +74,7 @@ def test_anonymous_is_401(anon_client, existing, method, path):
     # Nothing was written.
     assert list(Flow.objects.values_list("name", flat=True)) == ["flow"]
     assert list(Function.objects.values_list("name", "handler")) == [
-        ("fn", "tests.api.test_functions.echo")
+        ("fn", "apihandlers.echo")
     ]
     assert list(Execution.objects.values_list("name", "status")) == [("e", "Succeeded")]
 

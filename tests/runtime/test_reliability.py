@@ -79,7 +79,9 @@ States:
 @pytest.fixture(autouse=True)
 def _calls():
     handlers.CALLS.clear()
-    function_services.function_create(name="rel_record", handler="tests.runtime.handlers.record")
+    function_services.function_create(
+        name="rel_record", handler="rthandlers.record", user=function_services.SYSTEM
+    )
 
 
 @pytest.fixture
@@ -128,7 +130,9 @@ def test_a_result_write_that_fails_twice_is_retried_and_recorded_once(monkeypatc
 def test_a_result_write_gives_up_only_when_the_lease_runs_out(monkeypatch, settings):
     settings.FLOWSITE_LEASE_GRACE = 0
     function_services.function_update(
-        function=function_services.function_get("rel_record"), timeout_seconds=1
+        function=function_services.function_get("rel_record"),
+        timeout_seconds=1,
+        user=function_services.SYSTEM,
     )
     execution = start(TASK_THEN_WAIT)
     item = WorkItem.objects.get(execution=execution)
@@ -313,6 +317,33 @@ def test_a_dead_workers_attempts_are_reclaimed_whatever_the_functions_timeout(se
         item.refresh_from_db()
         assert item.status == WorkStatus.RUNNING
     assert sweeper.reap_dead_workers(batch=10) == 0
+
+
+def test_a_direct_invocation_whose_worker_died_fails_at_once(settings):
+    from functions.models import Invocation, InvocationStatus
+
+    settings.FLOWSITE_WORKER_DEAD_AFTER = 20
+    function = function_services.function_get("rel_record")
+
+    def running(request_id: str, worker_name: str, started_ago: float) -> Invocation:
+        return Invocation.objects.create(
+            request_id=request_id,
+            function=function,
+            function_name=function.name,
+            status=InvocationStatus.RUNNING,
+            payload=b"{}",
+            worker=worker_name,
+            started_at=db_now() - timedelta(seconds=started_ago),
+        )
+
+    dead = running("r-dead", "gone:9", 60)
+    alive = running("r-alive", "alive:9", 60)
+    liveness.stamp("alive:9", HeartbeatKind.WORKER)
+    assert sweeper.reap_dead_workers(batch=10) == 1
+    dead.refresh_from_db()
+    alive.refresh_from_db()
+    assert dead.status == InvocationStatus.FAILED and dead.error == "FC.WorkerLost"
+    assert alive.status == InvocationStatus.RUNNING
 
 
 def test_the_loop_does_not_judge_liveness_right_after_a_database_outage(monkeypatch, settings):

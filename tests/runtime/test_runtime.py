@@ -51,7 +51,9 @@ def published(monkeypatch):
 
 @pytest.fixture
 def flow():
-    function_services.function_create(name="rt_echo", handler="tests.runtime.handlers.echo")
+    function_services.function_create(
+        name="rt_echo", handler="rthandlers.echo", user=function_services.SYSTEM
+    )
     return services.flow_create(name="rt", definition=TASK_THEN_WAIT)
 
 
@@ -155,7 +157,9 @@ def test_stop_cancels_outstanding_work_and_timers(flow):
 
 def test_handler_error_names_the_exception_class(flow):
     function_services.function_update(
-        function=function_services.function_get("rt_echo"), handler="tests.runtime.handlers.boom"
+        function=function_services.function_get("rt_echo"),
+        handler="rthandlers.boom",
+        user=function_services.SYSTEM,
     )
     execution, _ = services.execution_start(flow=flow, input={})
     worker.run_work_item(WorkItem.objects.get(execution=execution).pk)
@@ -220,7 +224,9 @@ def test_async_submit_returns_the_acknowledgement_and_runs_the_function_detached
     from tests.runtime import handlers
 
     handlers.CALLS.clear()
-    function_services.function_create(name="rt_record", handler="tests.runtime.handlers.record")
+    function_services.function_create(
+        name="rt_record", handler="rthandlers.record", user=function_services.SYSTEM
+    )
     flow = services.flow_create(name="a", definition=ASYNC_SUBMIT)
     execution, _ = services.execution_start(flow=flow, input={"n": 7})
     # The engine itself completed the step with the acknowledgement, in the starting
@@ -270,7 +276,9 @@ def test_a_worker_runs_the_following_steps_itself_without_publishing_them(
     settings, django_capture_on_commit_callbacks, published, eager_steps, runs_in_one_go
 ):
     settings.FLOWSITE_EAGER_STEPS = eager_steps
-    function_services.function_create(name="rt_echo", handler="tests.runtime.handlers.echo")
+    function_services.function_create(
+        name="rt_echo", handler="rthandlers.echo", user=function_services.SYSTEM
+    )
     flow = services.flow_create(name="three", definition=THREE_TASKS)
     with django_capture_on_commit_callbacks(execute=True):
         execution, _ = services.execution_start(flow=flow, input={"a": 1})
