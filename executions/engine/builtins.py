@@ -237,6 +237,10 @@ class EvalContext:
         self.charge(length + 1)
 
 
+# What visiting one array or object costs on top of one unit per member: creating or walking a
+# container is a Python-level call or two, several times a member's cost.
+_CONTAINER = 4
+
 # Exact types whose values need no copying, checking or recursion. Container elements of
 # these types take a fast path in the helpers below (most JSON data is such scalars), and the
 # container is charged once for all its elements.
@@ -273,7 +277,7 @@ def copy_json(value: Any, ctx: EvalContext | None = None, _depth: int = 0) -> An
         raise _too_deep()
     if isinstance(value, (list, tuple)):
         if ctx is not None:
-            ctx.charge(len(value) + 1)
+            ctx.charge(len(value) + _CONTAINER)
         items: list[Any] = []
         text = 0  # characters of the strings copied, charged at the end
         for item in value:
@@ -290,7 +294,7 @@ def copy_json(value: Any, ctx: EvalContext | None = None, _depth: int = 0) -> An
         return items
     if isinstance(value, dict):
         if ctx is not None:
-            ctx.charge(len(value) + 1)
+            ctx.charge(len(value) + _CONTAINER)
         out: dict[str, Any] = {}
         text = 0
         for key, item in value.items():
@@ -326,7 +330,7 @@ def json_equal(a: Any, b: Any, ctx: EvalContext | None = None, _depth: int = 0) 
         if len(a) != len(b):
             return False
         if ctx is not None:
-            ctx.charge(len(a) + 1)
+            ctx.charge(len(a) + _CONTAINER)
         for x, y in zip(a, b, strict=True):
             kind = type(x)
             if kind is type(y) and kind in _PLAIN_SCALARS:
@@ -339,7 +343,7 @@ def json_equal(a: Any, b: Any, ctx: EvalContext | None = None, _depth: int = 0) 
         if len(a) != len(b):
             return False
         if ctx is not None:
-            ctx.charge(len(a) + 1)
+            ctx.charge(len(a) + _CONTAINER)
         for key, x in a.items():
             if key not in b:
                 return False
@@ -371,7 +375,7 @@ def _json_key(value: Any, ctx: EvalContext, _depth: int = 0) -> Any:
     if _depth >= MAX_VALUE_DEPTH:
         raise _too_deep()
     if isinstance(value, (list, tuple)):
-        ctx.charge(2 * len(value) + 1)  # building keys costs about twice a plain copy
+        ctx.charge(3 * len(value) + 4 * _CONTAINER)  # keys cost more than a copy
         keys = []
         for item in value:
             kind = type(item)
@@ -383,7 +387,7 @@ def _json_key(value: Any, ctx: EvalContext, _depth: int = 0) -> Any:
                 keys.append(_json_key(item, ctx, _depth + 1))
         return ("a", tuple(keys))
     if isinstance(value, dict):
-        ctx.charge(2 * len(value) + 1)
+        ctx.charge(3 * len(value) + 4 * _CONTAINER)
         return ("o", frozenset((k, _json_key(v, ctx, _depth + 1)) for k, v in value.items()))
     raise BuiltinError(f"not a JSON value: {type_name(value)}")
 
@@ -400,7 +404,7 @@ def _measure(value: Any, ctx: EvalContext, _depth: int = 0) -> int:
     if _depth >= MAX_VALUE_DEPTH:
         raise _too_deep()
     if isinstance(value, (list, tuple)):
-        ctx.charge(len(value) + 1)
+        ctx.charge(len(value) + _CONTAINER)
         size = 2
         for item in value:
             kind = type(item)
@@ -410,7 +414,7 @@ def _measure(value: Any, ctx: EvalContext, _depth: int = 0) -> int:
                 size += _measure(item, ctx, _depth + 1) + 1
         return size
     if isinstance(value, dict):
-        ctx.charge(len(value) + 1)
+        ctx.charge(len(value) + _CONTAINER)
         return 2 + sum(len(k) + 4 + _measure(v, ctx, _depth + 1) for k, v in value.items())
     return 8
 
@@ -750,7 +754,7 @@ def _fn_array_contains(args: list[Any], ctx: EvalContext) -> bool:
 
 def _fn_array_unique(args: list[Any], ctx: EvalContext) -> list[Any]:
     array = _want_array(args, 0)
-    ctx.charge(len(array))
+    ctx.charge(4 * len(array))  # a key built and hashed per element
     seen: set[Any] = set()
     out = []
     for item in array:
@@ -892,14 +896,14 @@ def _fn_string_to_json(args: list[Any], ctx: EvalContext) -> Any:
     remaining = max(0, budget.max_work - budget.work)
     try:
         nodes = check_json_value(
-            value, max_nodes=remaining, max_string=ctx.max_string, max_array=ctx.max_array
+            value, max_nodes=remaining // 3 + 1, max_string=ctx.max_string, max_array=ctx.max_array
         )
     except JsonValueError as exc:
         if exc.kind == "nodes":
             ctx.charge(remaining + 1)  # raises the usual "budget exceeded"
         where = f" (at {exc.where('$')})" if exc.path else ""
         raise BuiltinError(f"{exc.message}{where}") from None
-    ctx.charge(nodes)
+    ctx.charge(3 * nodes)  # parsing, then checking each value
     return value  # fresh from json.loads: shares nothing
 
 
