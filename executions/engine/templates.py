@@ -208,9 +208,7 @@ class _Compiler:
             return _Const(value)
         # YAML turns unquoted 2024-01-01 into a date, for instance; say how to fix it.
         return self.error(
-            path,
-            f"unsupported value of type {type(value).__name__}: only JSON values are allowed "
-            "(quote dates and timestamps)",
+            path, "unsupported value: only JSON values are allowed (quote dates and timestamps)"
         )
 
     def object(self, value: dict[Any, Any], path: str, depth: int) -> _Part:

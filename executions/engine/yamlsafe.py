@@ -36,6 +36,7 @@ values are built here from those events, so none of PyYAML's constructors ever r
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -207,13 +208,12 @@ def _check_tag(tag: str | None, allowed: set[str], line: int | None) -> None:
 
 
 def _type_name(value: Any) -> str:
+    """The JSON type of a loaded scalar, for messages."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    return {int: "integer", float: "number", dict: "mapping", list: "list"}.get(
-        type(value), type(value).__name__
-    )
+    return "number" if isinstance(value, int | float) else "string"
 
 
 def _line(mark: Any) -> int | None:
@@ -303,7 +303,7 @@ def _build(events: Iterable[Any], max_depth: int, max_nodes: int) -> tuple[Any, 
             if not is_key_candidate:
                 raise YamlError("mapping keys must be strings, got a collection", line)
             if not isinstance(value, str):
-                shown = _type_name(value) + ("" if value is None else f" {value!r}")
+                shown = _type_name(value) + ("" if value is None else f" {json.dumps(value)}")
                 raise YamlError(f"mapping keys must be strings, got {shown}; quote it", line)
             first = frame.first_lines.get(value, _NO_VALUE)
             if first is not _NO_VALUE:

@@ -156,7 +156,7 @@ def test_dollar_beside_other_keys_is_an_error() -> None:
         ({"d": date(2024, 1, 1)}, "T.d", "only JSON values are allowed (quote dates"),
         ({"n": math.nan}, "T.n", "numbers must be finite"),
         ({"l": [1, math.inf]}, "T.l[1]", "numbers must be finite"),
-        ({"s": {1, 2}}, "T.s", "unsupported value of type set"),
+        ({"s": {1, 2}}, "T.s", "unsupported value: only JSON values are allowed"),
         ({"a.$": "$Input.x +"}, "T.a.$", "unexpected end of expression at offset 10"),
         ({"a.$": "$input.x"}, "T.a.$", "did you mean $Input?"),
         ({"a.$": "eval('1')"}, "T.a.$", "unknown function 'eval'"),

@@ -153,8 +153,8 @@ def test_core_tags_are_allowed():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("1: a\n", "mapping keys must be strings, got integer 1; quote it"),
-        ("true: a\n", "mapping keys must be strings, got boolean True; quote it"),
+        ("1: a\n", "mapping keys must be strings, got number 1; quote it"),
+        ("true: a\n", "mapping keys must be strings, got boolean true; quote it"),
         ("~: a\n", "mapping keys must be strings, got null; quote it"),
         ("? [a, b]\n: 1\n", "mapping keys must be strings, got a collection"),
         ("{a: 1}: 2\n", "mapping keys must be strings, got a collection"),
