@@ -35,6 +35,7 @@ from .common import (
     _number_text,
     _Path,
     _PendingScope,
+    _shown,
     _type_name,
 )
 
@@ -114,7 +115,7 @@ class CloudFlowCompiler(Compiler):
         if "SpecVersion" not in doc:
             self.warn(ROOT / "SpecVersion", "SpecVersion is missing; assuming v1")
         elif version is not None and version != "v1":
-            self.error(ROOT / "SpecVersion", f"SpecVersion must be 'v1', got {version!r}")
+            self.error(ROOT / "SpecVersion", f"SpecVersion must be 'v1', got {_shown(version)}")
         name = self.get(doc, "Name", ROOT, "string")
         description = self.get(doc, "Description", ROOT, "string")
         root = self.cf_scope(doc, ROOT, "States")
@@ -343,7 +344,7 @@ class CloudFlowCompiler(Compiler):
             self.error(
                 path / "TaskMode",
                 f"TaskMode must be one of {', '.join(_TASK_MODES)}, "
-                f"got {mode_text!r}{_hint(mode_text, _TASK_MODES)}",
+                f"got {_shown(mode_text)}{_hint(mode_text, _TASK_MODES)}",
             )
             mode = TaskMode.REQUEST
         timeout = self.cf_timeout(item, path)
@@ -378,7 +379,7 @@ class CloudFlowCompiler(Compiler):
                 if function is None:
                     self.error(
                         params_path / "resourceArn",
-                        f"resourceArn {arn!r} is not a Function Compute function ARN "
+                        f"resourceArn {_shown(arn)} is not a Function Compute function ARN "
                         "(acs:fc:{region}:{account}:functions/{name} or "
                         "acs:fc:::services/{service}/functions/{name})",
                     )
@@ -394,7 +395,7 @@ class CloudFlowCompiler(Compiler):
             if invocation_text not in ("Sync", "Async"):
                 self.error(
                     params_path / "invocationType",
-                    f"invocationType must be Sync or Async, got {invocation_text!r}",
+                    f"invocationType must be Sync or Async, got {_shown(invocation_text)}",
                 )
             invocation = "async" if invocation_text == "Async" else "sync"
             if "body" in params and "body.$" in params:
@@ -430,7 +431,9 @@ class CloudFlowCompiler(Compiler):
             except ValueError:
                 seconds = None
             if seconds is None or not math.isfinite(seconds):
-                self.error(path / "Timeout", f"Timeout must be a number of seconds, got {value!r}")
+                self.error(
+                    path / "Timeout", f"Timeout must be a number of seconds, got {_shown(value)}"
+                )
                 return None
         elif isinstance(value, int | float) and not isinstance(value, bool):
             seconds = value  # compared before float(): a huge integer must not overflow
@@ -562,7 +565,7 @@ class CloudFlowCompiler(Compiler):
             if mode is not None and mode.lower() != "inline":
                 self.error(
                     config_path / "ExecutionMode",
-                    f"distributed Map is not supported yet (ExecutionMode {mode!r})",
+                    f"distributed Map is not supported yet (ExecutionMode {_shown(mode)})",
                 )
         items = None
         if "ItemsPath" not in item:

@@ -9,6 +9,7 @@ add one dialect each through ``build``.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 from collections import deque
@@ -115,6 +116,18 @@ def _hint(word: str, choices: Iterable[str]) -> str:
         lowered = word.lower()
         close = [c for c in candidates if c.lower() == lowered][:1]
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _shown(value: Any) -> str:
+    """A value quoted in a message: a string as ``'text'``, anything else as JSON, shortened
+    when long (a message must not echo a megabyte back)."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 80 else f"{value[:80]!r}…"
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = _type_name(value)
+    return text if len(text) <= 80 else f"{text[:80]}…"
 
 
 def _number_text(value: float) -> str:
@@ -390,18 +403,19 @@ class Compiler:
         if parsed is None or "T" not in text.upper() and " " not in text:
             self.error(
                 path,
-                f"{what} must be an RFC 3339 date-time such as 2024-05-01T12:00:00Z, got {value!r}",
+                f"{what} must be an RFC 3339 date-time such as 2024-05-01T12:00:00Z, "
+                f"got {_shown(value)}",
             )
             return None
         if parsed.tzinfo is None:
-            self.error(path, f"{what} must include a time zone (Z or +hh:mm), got {value!r}")
+            self.error(path, f"{what} must include a time zone (Z or +hh:mm), got {_shown(value)}")
             return None
         # Aware datetimes compare by their UTC instant without converting (which could overflow).
         if not MIN_DUE <= parsed <= MAX_DUE:
             self.error(
                 path,
                 f"{what} must be between {MIN_DUE:%Y-%m-%dT%H:%M:%SZ} and "
-                f"{MAX_DUE:%Y-%m-%dT%H:%M:%SZ}, got {value!r}",
+                f"{MAX_DUE:%Y-%m-%dT%H:%M:%SZ}, got {_shown(value)}",
             )
             return None
         return value
@@ -464,13 +478,13 @@ class Compiler:
             "'type: flow' (legacy FnF FDL)"
         )
         if "Type" in data:
-            self.error(ROOT / "Type", f"Type must be 'StateMachine', got {data['Type']!r}")
+            self.error(ROOT / "Type", f"Type must be 'StateMachine', got {_shown(data['Type'])}")
         elif "type" in data or "version" in data or "steps" in data:
             if data.get("version") != "v1":
-                got = repr(data["version"]) if "version" in data else "nothing"
+                got = _shown(data["version"]) if "version" in data else "nothing"
                 self.error(ROOT / "version", f"a legacy flow needs 'version: v1', got {got}")
             if data.get("type") != "flow":
-                got = repr(data["type"]) if "type" in data else "nothing"
+                got = _shown(data["type"]) if "type" in data else "nothing"
                 self.error(ROOT / "type", f"a legacy flow needs 'type: flow', got {got}")
         else:
             self.error(ROOT, f"not a flow definition: {expected}")

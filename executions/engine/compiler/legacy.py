@@ -33,6 +33,7 @@ from .common import (
     _hint,
     _Path,
     _PendingScope,
+    _shown,
     _type_name,
 )
 
@@ -278,7 +279,7 @@ class LegacyCompiler(Compiler):
             elif function is None:
                 self.error(
                     path / "resourceArn",
-                    f"resourceArn {arn!r} is not supported; flowsite supports Function "
+                    f"resourceArn {_shown(arn)} is not supported; flowsite supports Function "
                     "Compute functions (acs:fc:{region}:{account}:services/{service}/"
                     "functions/{name}) and MNS queues "
                     "(acs:mns:{region}:{account}:/queues/{name}/messages)",
@@ -289,7 +290,7 @@ class LegacyCompiler(Compiler):
             self.error(
                 path / "pattern",
                 f"pattern must be one of {', '.join(_LG_PATTERNS)}, "
-                f"got {pattern!r}{_hint(pattern, _LG_PATTERNS)}",
+                f"got {_shown(pattern)}{_hint(pattern, _LG_PATTERNS)}",
             )
             mode = TaskMode.REQUEST
         timeout = self.number(item, "timeoutSeconds", path, maximum=MAX_LEGACY_TIMEOUT_SECONDS)
@@ -332,7 +333,7 @@ class LegacyCompiler(Compiler):
             elif isinstance(value, str):
                 self.error(
                     path / "duration",
-                    f"duration must be a number of seconds or a $ expression, got {value!r}",
+                    f"duration must be a number of seconds or a $ expression, got {_shown(value)}",
                 )
             else:
                 seconds = self.number(item, "duration", path, maximum=MAX_WAIT_SECONDS)
