@@ -71,6 +71,18 @@ def test_a_loop_of_heavy_expressions_does_not_hold_the_request(hostile):
     assert execution.work.filter(kind="resume").exists()
 
 
+def test_a_huge_integer_plus_a_half(hostile):
+    # `$Input.big + 0.5` raised OverflowError (FnF.InternalError) with an integer beyond float
+    # range; such an integer is no longer accepted as input at all.
+    name = constructor_flow(hostile, {"x.$": "$Input.big + 0.5"})
+    body = refused(hostile.start(name, b'{"big": 1' + b"0" * 400 + b"}"), code="InvalidArgument")
+    assert "number out of range" in body["message"] and "input.big" in body["message"]
+    assert failed_with(hostile.start(name, {"big": "x"}, name="e2"))["error_message"].endswith(
+        "cannot add string and number ('+' takes two numbers, two strings or two arrays; use "
+        "format() to build text) at offset 11 in expression '$Input.big + 0.5'"
+    )
+
+
 def test_a_huge_integer_in_arithmetic(hostile):
     name = constructor_flow(hostile, {"x.$": "$Input.big * 10.0", "y.$": "mathAdd($Input.big, 1)"})
     body = failed_with(hostile.start(name, {"big": 10**308}))
