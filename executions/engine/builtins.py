@@ -14,7 +14,12 @@ Contract
 * Time and randomness come from ``ctx.now`` / ``ctx.rng`` only, so evaluation is replayable.
 * Cost is bounded: anything proportional to the size of its input or output charges
   ``ctx`` (``charge``, ``check_string_length``, ``check_array_length``) so a crafted expression
-  cannot spin or allocate without limit.
+  cannot spin or allocate without limit. The charges land on ``ctx.budget`` (an
+  :class:`EvalBudget`), which the interpreter shares between all the expressions of one state
+  entry; they must be deterministic (never depend on a cache or the clock), so that a replayed
+  transition runs out of budget at the same point.
+* A built-in may also check its literal arguments when an expression is compiled
+  (``Builtin.check``), so that a mistake already visible there is a validation error.
 * Booleans are never numbers (``isinstance(True, int)`` is a Python accident we guard against
   everywhere with :func:`is_number` / :func:`is_integer`).
 * ``regexMatchString`` does not use Python's backtracking ``re``: it runs a small linear-time

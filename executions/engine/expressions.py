@@ -14,12 +14,17 @@ Public API
     Parses and validates; raises :class:`ExpressionError` (syntax, unknown variable or function,
     wrong argument count, too long, too deep). Definitions call this at upload time, so every
     problem a user can fix is reported before anything runs.
-``Expression.evaluate(env, *, now, rng) -> Any``
+``Expression.evaluate(env, *, now, rng, budget=None) -> Any``
     ``env`` maps root names (``"Input"``, ``"Context"``… or, legacy, ``"input"``, ``"local"``,
     ``"context"``) to JSON values; a root missing from ``env`` is ``null``. Returns a fresh JSON
     value that shares nothing with ``env``; never mutates ``env``. Raises
     :class:`EvaluationError` (type errors, bad built-in arguments, budget exceeded), which the
-    interpreter reports as ``FnF.RuntimeError``.
+    interpreter reports as ``FnF.RuntimeError``. ``budget`` (an ``EvalBudget``) is charged for
+    the work; several evaluations given one budget are bounded together (the interpreter shares
+    one per state entry); without it the evaluation gets a fresh :func:`new_budget`.
+``compile_budget(characters)``
+    A context manager bounding the expression text compiled within it (the definition compiler
+    uses it, so the work of validating one definition is bounded).
 
 Grammar (both dialects)
 -----------------------
@@ -65,9 +70,12 @@ Bounds (module constants; change them here)
 ``MAX_EXPRESSION_LENGTH`` characters; ``MAX_DEPTH`` levels of nesting (parentheses, operators,
 indexing, wildcards — counted while parsing, so ``((((…))))`` × 10,000 is a clean
 ``ExpressionError``, never a ``RecursionError``); ``MAX_FUNCTION_NESTING`` levels of built-in
-calls (CloudFlow documents 10); per evaluation ``MAX_EVAL_STEPS`` node visits and
+calls (CloudFlow documents 10); per budget (see above) ``MAX_EVAL_STEPS`` node visits and
 ``MAX_EVAL_WORK`` data units, strings of at most ``MAX_STRING_LENGTH`` characters and arrays of
-at most ``MAX_ARRAY_LENGTH`` elements (see :class:`~executions.engine.builtins.EvalContext`).
+at most ``MAX_ARRAY_LENGTH`` elements (see :class:`~executions.engine.builtins.EvalBudget`).
+An integer literal must fit in 64 bits (``-9223372036854775808`` included); arithmetic results
+too, and floats must stay finite: anything else, including an integer too large to meet a
+float, is an ``EvaluationError``.
 """
 
 from __future__ import annotations
