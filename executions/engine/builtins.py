@@ -495,6 +495,12 @@ def _check_json_text(text: str, max_string: int | None) -> None:
         raise JsonValueError(
             f"string too long ({len(text)} characters; the limit is {max_string})", "string"
         )
+    if "\x00" in text:
+        # Valid JSON, but PostgreSQL cannot store it (text and jsonb refuse NUL): refused on
+        # every backend alike, so a flow does not work on SQLite and break on PostgreSQL.
+        raise JsonValueError(
+            "a string holds a NUL character (\\u0000), which flowsite cannot store", "text"
+        )
     if not text.isascii():
         try:
             text.encode("utf-8")

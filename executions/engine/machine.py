@@ -61,6 +61,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -123,10 +124,19 @@ def json_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
+# A NUL character, as json.dumps writes it: ``\u0000`` not itself escaped (``\\u0000`` is a
+# backslash followed by the text "u0000").
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def _size(value: Any, what: str) -> int:
-    """``json_size``, or a StepFailure for a value that cannot be written as JSON text."""
+    """``json_size``, or a StepFailure for a value that cannot be written as JSON text, or that
+    holds a NUL character (valid JSON, but PostgreSQL cannot store it: refused everywhere)."""
     try:
-        return json_size(value)
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        if "\\u0000" in text and _NUL.search(text):
+            raise StepFailure(ERR_RUNTIME, f"{what} holds a NUL character (\\u0000)")
+        return len(text.encode())
     except UnicodeEncodeError:
         problem = "contains a string that is not valid Unicode (a lone surrogate)"
     except RecursionError:

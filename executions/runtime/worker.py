@@ -28,6 +28,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
 from ..engine import events as ev
+from ..engine.builtins import JsonValueError, check_json_value
 from ..models import Execution, WorkItem, WorkKind, WorkStatus
 from . import liveness
 from .faults import fault
@@ -206,7 +207,9 @@ def _run_claimed(item: WorkItem, function) -> str:
             request_id=attempt_id(item),
             extra_context=_context(item),
         )
-        if result.ok:
+        if result.ok and (problem := _unusable(result.output)):
+            event = ev.TaskFailed(item.entry_id, item.attempt, "FC.InvalidResponse", problem)
+        elif result.ok:
             event = ev.TaskSucceeded(item.entry_id, item.attempt, result.output)
         else:
             event = ev.TaskFailed(item.entry_id, item.attempt, result.error, result.cause)
@@ -220,6 +223,16 @@ def _run_claimed(item: WorkItem, function) -> str:
             return outcome
         item, function = following
         eager_left -= 1
+
+
+def _unusable(output) -> str:
+    """Why a handler's result cannot go into a flow's history and state (a NUL character, which
+    PostgreSQL cannot store, a lone surrogate, a number out of range...), or ""."""
+    try:
+        check_json_value(output)
+    except JsonValueError as exc:
+        return f"the handler returned a value flowsite cannot use: {exc}"
+    return ""
 
 
 def _record_result(item: WorkItem, event, error: str, *, eager: bool, deadline: float):

@@ -475,3 +475,28 @@ def test_the_prune_command_uses_the_retention_setting(settings, capsys):
     call_command("flowsite_prune")
     assert "deleted 1 execution" in capsys.readouterr().out
     assert not Execution.objects.filter(pk=execution.pk).exists()
+
+
+# --- values no database can store ------------------------------------------------------------
+
+
+def test_a_handler_result_holding_nul_fails_the_task_instead_of_the_write():
+    """PostgreSQL refuses NUL in jsonb: such a result would make the result write fail over and
+    over. It fails the Task with FC.InvalidResponse on every backend instead."""
+    function_services.function_create(
+        name="rel_nul", handler="apihandlers.nul_result", user=function_services.SYSTEM
+    )
+    execution = start(TASK_THEN_WAIT.replace("rel_record", "rel_nul"), name="nul")
+    assert worker.run_work_item(WorkItem.objects.get(execution=execution).pk) == "done"
+    execution.refresh_from_db()
+    assert execution.status == ExecutionStatus.FAILED
+    assert execution.error_code == "FC.InvalidResponse"
+    assert "NUL" in execution.error_message
+
+
+def test_inputs_and_callback_outputs_holding_nul_are_refused():
+    flow = services.flow_create(name="nul-in", definition=TASK_THEN_WAIT)
+    with pytest.raises(services.ServiceError) as refused:
+        services.execution_start(flow=flow, input={"a": ["ok", "b\x00d"]})
+    assert refused.value.code == "InvalidArgument"
+    assert "input.a[1]" in refused.value.message
