@@ -28,6 +28,7 @@ import platform
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -760,6 +761,22 @@ def _ratio(a, b):
     return f"{a / b:.2f}" if a and b else "-"
 
 
+def _spread(side: dict, key: str, digits: int = 1) -> str:
+    """``median (min–max)`` when the figure comes from several repeats, else the figure."""
+    value = _fmt(side.get(key), digits)
+    low, high = side.get(f"{key}_min"), side.get(f"{key}_max")
+    if low is None or high is None:
+        return value
+    return f"{value} ({_fmt(low, digits)}–{_fmt(high, digits)})"
+
+
+def _ratio_cell(run: dict, name: str, f_key: str, c_key: str) -> str:
+    ratios = run.get("ratios", {}).get(name)
+    if ratios:  # median (min–max) of the per-repeat ratios
+        return f"{ratios['median']:.2f} ({ratios['min']:.2f}–{ratios['max']:.2f})"
+    return _ratio(run["flowsite"].get(f_key), run["chain"].get(c_key))
+
+
 def table(data: dict) -> str:
     head = (
         "| flow | mode | runs | flowsite tr/s | flowsite p50 / p99 ms | chain tr/s "
@@ -776,16 +793,62 @@ def table(data: dict) -> str:
             runs += f" / {c['executions']}"
         rows.append(
             f"| {names.get(run['flow'], run['flow'])} | {run['mode']} | {runs} "
-            f"| {_fmt(f['transitions_per_s'])} "
+            f"| {_spread(f, 'transitions_per_s')} "
             f"| {_fmt(f['transition_p50_ms'], 2)} / {_fmt(f['transition_p99_ms'], 2)} "
-            f"| {_fmt(c['transitions_per_s'])} "
+            f"| {_spread(c, 'transitions_per_s')} "
             f"| {_fmt(c['transition_p50_ms'], 2)} / {_fmt(c['transition_p99_ms'], 2)} "
-            f"| {_ratio(f['transitions_per_s'], c['transitions_per_s'])} "
-            f"| {_ratio(f['transition_p50_ms'], c['transition_p50_ms'])} "
-            f"| {_ratio(f['transition_p99_ms'], c['transition_p99_ms'])} "
+            f"| {_ratio_cell(run, 'throughput', 'transitions_per_s', 'transitions_per_s')} "
+            f"| {_ratio_cell(run, 'p50', 'transition_p50_ms', 'transition_p50_ms')} "
+            f"| {_ratio_cell(run, 'p99', 'transition_p99_ms', 'transition_p99_ms')} "
             f"| {_fmt(f['execution_p50_ms'])} / {_fmt(c['execution_p50_ms'])} |"
         )
     return head + "\n".join(rows) + "\n"
+
+
+def aggregate(repeats: list[dict]) -> dict:
+    """One result from several complete runs of a backend: every numeric figure becomes the
+    median of the repeats, with ``<key>_min``/``<key>_max`` beside it; ratios are the median
+    (and range) of each repeat's own flowsite/chain ratio, so a noisy moment of the shared
+    machine hits both sides of a ratio alike."""
+    data = dict(repeats[-1])
+    data["repeats"] = len(repeats)
+    data["date"] = repeats[0]["date"] + " – " + repeats[-1]["date"][11:]
+    data["loadavg_before"] = " / ".join(str(r.get("loadavg_before", "?")) for r in repeats)
+    data["total_s"] = round(sum(r["total_s"] for r in repeats), 1)
+    runs = []
+    for i, first in enumerate(repeats[0]["runs"]):
+        merged: dict = {"flow": first["flow"], "mode": first["mode"], "ratios": {}}
+        for side in ("flowsite", "chain"):
+            merged[side] = {}
+            for key, value in first[side].items():
+                values = [r["runs"][i][side].get(key) for r in repeats]
+                if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+                    merged[side][key] = statistics.median(values)
+                    if len(values) > 1:
+                        merged[side][f"{key}_min"] = min(values)
+                        merged[side][f"{key}_max"] = max(values)
+                else:
+                    merged[side][key] = value
+        for name, key in (
+            ("throughput", "transitions_per_s"),
+            ("p50", "transition_p50_ms"),
+            ("p99", "transition_p99_ms"),
+        ):
+            ratios = [
+                r["runs"][i]["flowsite"][key] / r["runs"][i]["chain"][key]
+                for r in repeats
+                if r["runs"][i]["flowsite"].get(key) and r["runs"][i]["chain"].get(key)
+            ]
+            if ratios:
+                merged["ratios"][name] = {
+                    "median": statistics.median(ratios),
+                    "min": min(ratios),
+                    "max": max(ratios),
+                }
+        runs.append(merged)
+    data["runs"] = runs
+    data["all_repeats"] = repeats
+    return data
 
 
 def cpu_table(data: dict) -> str:
@@ -821,10 +884,16 @@ def cpu_table(data: dict) -> str:
 
 
 def section(data: dict) -> str:
+    repeats = data.get("repeats", 1)
+    how = (
+        f"median of {repeats} complete runs, (min–max) beside it"
+        if repeats > 1
+        else "one run"
+    )
     return (
         f"### {data['backend']}: {data['database']} + {data['broker']}\n\n"
-        f"{data['date']}; {data['machine']}; {data['setup']}; {data['total_s']} s in all; "
-        f"load average before the run {data.get('loadavg_before', '?')}.\n\n"
+        f"{data['date']}; {how}; {data['machine']}; {data['setup']}; {data['total_s']} s in "
+        f"all; load average before each run {data.get('loadavg_before', '?')}.\n\n"
         + table(data)
         + "\nCPU per transition (worker = the Celery worker's process group; driver = the process"
         " that starts executions / sends chains, where Pass flows run; postgres = the live backends"
@@ -868,6 +937,12 @@ def main() -> None:
     )
     ap.add_argument("--flows", default="pass20,task10", help="which flows to run (comma-separated)")
     ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="complete runs per backend; figures are the median, with the range (default 3)",
+    )
+    ap.add_argument(
         "--results",
         default=str(BENCH),
         help="folder for results-<backend>.json and RESULTS.md (default: bench/)",
@@ -900,7 +975,11 @@ def main() -> None:
     failures = 0
     for backend in backends:
         try:
-            data = run_backend(backend, args)
+            repeats = []
+            for n in range(max(1, args.repeat)):
+                print(f"[{backend}] run {n + 1} of {args.repeat}", flush=True)
+                repeats.append(run_backend(backend, args))
+            data = aggregate(repeats) if len(repeats) > 1 else repeats[0]
         except Exception as exc:  # noqa: BLE001 - report and go on with the next backend
             failures += 1
             print(f"[{backend}] FAILED: {exc}", file=sys.stderr)
