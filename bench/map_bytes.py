@@ -22,6 +22,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from flowsite.access import SYSTEM
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -97,7 +99,7 @@ def main() -> None:
         Function.objects.create(
             name="bench_echo", handler="bench_handlers.echo", timeout_seconds=10
         )
-        flow = flow_create(name="bench-map", definition=MAP_FLOW)
+        flow = flow_create(name="bench-map", definition=MAP_FLOW, actor=SYSTEM)
         queue: list[int] = []
         publish.dispatch = lambda ids, **kw: queue.extend(ids) or len(ids)
 
@@ -123,7 +125,9 @@ def main() -> None:
             items = [f"{i:06d}-" + "x" * (args.item_bytes - 7) for i in range(n)]
             written.clear()
             with connection.execute_wrapper(count):
-                execution, _ = execution_start(flow=flow, input={"items": items}, name=f"m{n}")
+                execution, _ = execution_start(
+                    flow=flow, input={"items": items}, name=f"m{n}", actor=SYSTEM
+                )
                 while queue:
                     worker.run_work_item(queue.pop(0))
             execution = Execution.objects.get(pk=execution.pk)

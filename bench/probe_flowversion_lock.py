@@ -24,6 +24,8 @@ import threading
 import time
 from pathlib import Path
 
+from flowsite.access import SYSTEM
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -56,9 +58,9 @@ def main() -> None:
         from executions.services import execution_start, flow_create
 
         call_command("migrate", verbosity=0)
-        flow = flow_create(name="probe", definition=pass_flow_yaml("probe"))
-        a, _ = execution_start(flow=flow, input={})
-        b, _ = execution_start(flow=flow, input={})
+        flow = flow_create(name="probe", definition=pass_flow_yaml("probe"), actor=SYSTEM)
+        a, _ = execution_start(flow=flow, input={}, actor=SYSTEM)
+        b, _ = execution_start(flow=flow, input={}, actor=SYSTEM)
 
         def lock(pk, of_self):
             qs = Execution.objects.select_for_update(**({"of": ("self",)} if of_self else {}))

@@ -82,9 +82,11 @@ def main() -> None:
 
         call_command("migrate", verbosity=0)
         function_create(
-            name=FUNCTION_NAME, handler="bench_handlers.echo", timeout_seconds=10, user=SYSTEM
+            name=FUNCTION_NAME, handler="bench_handlers.echo", timeout_seconds=10, actor=SYSTEM
         )
-        flow = flow_create(name="bench-task10", definition=task_flow_yaml("bench-task10"))
+        flow = flow_create(
+            name="bench-task10", definition=task_flow_yaml("bench-task10"), actor=SYSTEM
+        )
 
         queue: list[int] = []
         # No broker: collect what would be sent.
@@ -97,7 +99,7 @@ def main() -> None:
         ids = []
         t_all = time.perf_counter()
         for i in range(args.executions):
-            execution, _ = execution_start(flow=flow, input={"i": i})
+            execution, _ = execution_start(flow=flow, input={"i": i}, actor=SYSTEM)
             ids.append(execution.pk)
             while queue:
                 work_id = queue.pop(0)

@@ -243,15 +243,19 @@ def driver(opts) -> None:
     open_statuses = ExecutionStatus.open()
 
     function_create(
-        name=FUNCTION_NAME, handler="bench_handlers.echo", timeout_seconds=10, user=SYSTEM
+        name=FUNCTION_NAME, handler="bench_handlers.echo", timeout_seconds=10, actor=SYSTEM
     )
-    pass_flow = flow_create(name="bench-pass20", definition=pass_flow_yaml("bench-pass20"))
-    task_flow = flow_create(name="bench-task10", definition=task_flow_yaml("bench-task10"))
+    pass_flow = flow_create(
+        name="bench-pass20", definition=pass_flow_yaml("bench-pass20"), actor=SYSTEM
+    )
+    task_flow = flow_create(
+        name="bench-task10", definition=task_flow_yaml("bench-task10"), actor=SYSTEM
+    )
 
     # --- flowsite: function (Task) flow, executed by the worker -----------------------------
 
     def start_task_execution(i: int) -> int:
-        execution, _ = execution_start(flow=task_flow, input={"i": i})
+        execution, _ = execution_start(flow=task_flow, input={"i": i}, actor=SYSTEM)
         return execution.pk
 
     finished_sql = (
@@ -341,7 +345,7 @@ def driver(opts) -> None:
 
         def one(i):
             t = time.perf_counter()
-            execution, _ = execution_start(flow=pass_flow, input={"i": i})
+            execution, _ = execution_start(flow=pass_flow, input={"i": i}, actor=SYSTEM)
             d = (time.perf_counter() - t) * 1000
             with lock:
                 durations.append(d)
@@ -446,7 +450,7 @@ def driver(opts) -> None:
             raise RuntimeError("warm-up: the worker did not run the warm-up work within 120 s")
         time.sleep(0.05)
     for i in range(5):
-        execution_start(flow=pass_flow, input={"warm": i})
+        execution_start(flow=pass_flow, input={"warm": i}, actor=SYSTEM)
     warm_s = time.perf_counter() - t_warm
 
     conc = opts.concurrency
@@ -885,11 +889,7 @@ def cpu_table(data: dict) -> str:
 
 def section(data: dict) -> str:
     repeats = data.get("repeats", 1)
-    how = (
-        f"median of {repeats} complete runs, (min–max) beside it"
-        if repeats > 1
-        else "one run"
-    )
+    how = f"median of {repeats} complete runs, (min–max) beside it" if repeats > 1 else "one run"
     return (
         f"### {data['backend']}: {data['database']} + {data['broker']}\n\n"
         f"{data['date']}; {how}; {data['machine']}; {data['setup']}; {data['total_s']} s in "

@@ -28,6 +28,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.text import Truncator
 
+from flowsite.access import admin_actor
 from flowsite.errors import ServiceError
 
 from . import services
@@ -267,14 +268,14 @@ class FlowAdmin(SummarizedDeleteMixin, admin.ModelAdmin):
                     flow=obj,
                     definition=data["definition"],
                     description=data.get("description", ""),
-                    user=request.user,
+                    actor=admin_actor(request),
                 )
             else:
                 flow = services.flow_create(
                     name=data["name"],
                     definition=data["definition"],
                     description=data.get("description", ""),
-                    user=request.user,
+                    actor=admin_actor(request),
                 )
         except ServiceError:
             # The form already validated the definition, so this is a race (say, a concurrent
@@ -303,11 +304,11 @@ class FlowAdmin(SummarizedDeleteMixin, admin.ModelAdmin):
         }
 
     def delete_model(self, request, obj: Flow) -> None:
-        services.flow_delete(flow=obj)
+        services.flow_delete(flow=obj, actor=admin_actor(request))
 
     def delete_queryset(self, request, queryset: QuerySet[Flow]) -> None:
         for flow in queryset:
-            services.flow_delete(flow=flow)
+            services.flow_delete(flow=flow, actor=admin_actor(request))
 
 
 @admin.register(FlowVersion)
@@ -451,7 +452,7 @@ class ExecutionAdmin(SummarizedDeleteMixin, admin.ModelAdmin):
                 services.execution_stop(
                     execution=execution,
                     cause=f"stopped from the admin by {request.user}",
-                    user=request.user,
+                    actor=admin_actor(request),
                 )
             except ServiceError as exc:
                 if exc.code != "ExecutionNotRunning":

@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from flowsite.access import api_actor
 from flowsite.api import ERR_400, ERR_401, check_same_name, error_response, parse
 from flowsite.auth import CachedBasicAuthentication
 
@@ -94,7 +95,7 @@ class FlowListView(GenericAPIView):
     )
     def post(self, request: Request) -> Response:
         data = parse(FlowCreateSerializer, request.data)
-        flow = services.flow_create(**data, user=request.user)
+        flow = services.flow_create(**data, actor=api_actor(request))
         return Response(
             FlowSerializer(flow).data,
             status=status.HTTP_201_CREATED,
@@ -150,7 +151,7 @@ class FlowDetailView(APIView):
         flow = selectors.flow_get(name)
         data = parse(serializer_class, request.data)
         check_same_name(data, name)
-        flow = services.flow_update(flow=flow, **data, user=request.user)
+        flow = services.flow_update(flow=flow, **data, actor=api_actor(request))
         return Response(FlowSerializer(flow).data)
 
     @extend_schema(
@@ -159,7 +160,7 @@ class FlowDetailView(APIView):
         responses={204: None, 401: ERR_401, 404: _FLOW_404},
     )
     def delete(self, request: Request, name: str) -> Response:
-        services.flow_delete(flow=selectors.flow_get(name))
+        services.flow_delete(flow=selectors.flow_get(name), actor=api_actor(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -229,7 +230,7 @@ class ExecutionListView(GenericAPIView):
         flow_obj = selectors.flow_get(flow)
         data = parse(ExecutionStartSerializer, request.data)
         execution, created = services.execution_start(
-            flow=flow_obj, name=data.get("name"), input=data.get("input"), user=request.user
+            flow=flow_obj, name=data.get("name"), input=data.get("input"), actor=api_actor(request)
         )
         return Response(
             ExecutionSerializer(execution).data,
@@ -277,7 +278,7 @@ class ExecutionStopView(APIView):
     def post(self, request: Request, flow: str, name: str) -> Response:
         execution = selectors.execution_get(selectors.flow_get(flow), name)
         data = parse(ExecutionStopSerializer, request.data)
-        execution = services.execution_stop(execution=execution, **data, user=request.user)
+        execution = services.execution_stop(execution=execution, **data, actor=api_actor(request))
         return Response(ExecutionSerializer(execution).data)
 
 
@@ -334,7 +335,9 @@ class TaskSucceededView(_TaskCallbackView):
     )
     def post(self, request: Request) -> Response:
         data = parse(TaskSucceededSerializer, request.data)
-        event_id = services.task_report_succeeded(token=data["task_token"], output=data["output"])
+        event_id = services.task_report_succeeded(
+            token=data["task_token"], output=data["output"], actor=api_actor(request)
+        )
         return Response({"event_id": event_id})
 
 
@@ -348,7 +351,10 @@ class TaskFailedView(_TaskCallbackView):
     def post(self, request: Request) -> Response:
         data = parse(TaskFailedSerializer, request.data)
         event_id = services.task_report_failed(
-            token=data["task_token"], error=data["error"], cause=data["cause"]
+            token=data["task_token"],
+            error=data["error"],
+            cause=data["cause"],
+            actor=api_actor(request),
         )
         return Response({"event_id": event_id})
 
@@ -362,5 +368,5 @@ class TaskHeartbeatView(_TaskCallbackView):
     )
     def post(self, request: Request) -> Response:
         data = parse(TaskHeartbeatSerializer, request.data)
-        services.task_heartbeat(token=data["task_token"])
+        services.task_heartbeat(token=data["task_token"], actor=api_actor(request))
         return Response({})

@@ -103,6 +103,8 @@ class Execution(models.Model):
     # The engine's state (executions/engine/machine.py): loaded and stored whole, under the
     # row lock, by every transition. ``revision`` counts transitions.
     state = models.JSONField(default=dict)
+    # Random per execution; with SECRET_KEY it derives the execution's callback task tokens.
+    token_salt = models.CharField(max_length=32, blank=True, editable=False)
     revision = models.PositiveIntegerField(default=0)
     event_count = models.PositiveIntegerField(default=0)
 
@@ -237,11 +239,16 @@ class Timer(models.Model):
 
 
 class TaskToken(models.Model):
-    """A callback task's token; stored as a SHA-256 hash, never in clear."""
+    """A callback task waiting for a report. The token itself is stored nowhere: only its
+    SHA-256 (to find the row from a report) and its short ``fingerprint`` (what the engine,
+    the history, the API and the pages know the task by). The worker that runs the task's
+    function derives the real token again (``runtime.transition.task_token``)."""
 
     token_hash = models.CharField(max_length=64, unique=True)
+    fingerprint = models.CharField(max_length=32, blank=True, db_index=True)
     execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="tokens")
     entry_id = models.PositiveIntegerField()
+    attempt = models.PositiveIntegerField(default=1)
     state_name = models.CharField(max_length=128)
     is_open = models.BooleanField(default=True)
     created_at = models.DateTimeField()
@@ -249,6 +256,10 @@ class TaskToken(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        indexes = [
+            # The approvals inbox: open tasks, newest first.
+            models.Index(fields=["-created_at"], name="tasktoken_open", condition=Q(is_open=True))
+        ]
 
     def __str__(self) -> str:
         return f"token {self.token_hash[:8]}… ({'open' if self.is_open else 'closed'})"

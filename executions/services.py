@@ -16,6 +16,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
+from flowsite import audit
+from flowsite.access import Perm, require
 from flowsite.errors import ServiceError
 
 from .engine import events as ev
@@ -137,7 +139,8 @@ def _warnings(graph: FlowGraph, name: str) -> list[dict]:
 # --- flows -------------------------------------------------------------------------------------
 
 
-def flow_create(*, name: str, definition: str, description: str = "", user=None) -> Flow:
+def flow_create(*, name: str, definition: str, description: str = "", actor) -> Flow:
+    actor = require(actor, Perm.MANAGE_FLOWS)
     _check_name(name, "name")
     graph = definition_compile(definition)
     try:
@@ -154,8 +157,9 @@ def flow_create(*, name: str, definition: str, description: str = "", user=None)
                 version=1,
                 definition=definition,
                 dialect=graph.dialect,
-                created_by=_user(user),
+                created_by=_user(actor),
             )
+            audit.record(actor, "flow.create", "flow", name, version=1)
     except IntegrityError:
         raise ServiceError(
             f"a flow named {name!r} already exists", code="FlowAlreadyExists", status=409
@@ -165,12 +169,14 @@ def flow_create(*, name: str, definition: str, description: str = "", user=None)
 
 
 def flow_update(
-    *, flow: Flow, definition: str | None = None, description: str | None = None, user=None
+    *, flow: Flow, definition: str | None = None, description: str | None = None, actor
 ) -> Flow:
     """Change a flow. A new definition makes a new version; running executions keep theirs."""
+    actor = require(actor, Perm.MANAGE_FLOWS)
     with transaction.atomic():
         flow = Flow.objects.select_for_update().get(pk=flow.pk)
         flow.warnings = []
+        changed = []
         if definition is not None and definition != flow.definition:
             graph = definition_compile(definition)
             flow.version += 1
@@ -181,22 +187,32 @@ def flow_update(
                 version=flow.version,
                 definition=definition,
                 dialect=graph.dialect,
-                created_by=_user(user),
+                created_by=_user(actor),
             )
             flow.warnings = _warnings(graph, flow.name)
-        if description is not None:
+            changed.append("definition")
+        if description is not None and description != flow.description:
             flow.description = description
+            changed.append("description")
         flow.save()
+        if changed:
+            audit.record(
+                actor, "flow.update", "flow", flow.name, version=flow.version, changed=changed
+            )
     return flow
 
 
-def flow_delete(*, flow: Flow) -> None:
+def flow_delete(*, flow: Flow, actor) -> None:
     """Delete a flow with its versions, executions and history. Outstanding work items go with
     them; a worker holding one finds nothing and drops it."""
-    flow.delete()
+    actor = require(actor, Perm.MANAGE_FLOWS)
+    with transaction.atomic():
+        audit.record(actor, "flow.delete", "flow", flow.name, version=flow.version)
+        flow.delete()
 
 
-def _user(user):
+def _user(actor):
+    user = getattr(actor, "user", None)
     return user if user is not None and getattr(user, "is_authenticated", False) else None
 
 
@@ -204,13 +220,20 @@ def _user(user):
 
 
 def execution_start(
-    *, flow: Flow, name: str | None = None, input: Any = None, user=None
+    *,
+    flow: Flow,
+    name: str | None = None,
+    input: Any = None,
+    actor,
+    again_from: Execution | None = None,
 ) -> tuple[Execution, bool]:
     """Start an execution of the flow's current version.
 
     Returns ``(execution, created)``. Same name while that execution runs: the running one
     (``created`` False). Same name after it ended: ``ExecutionAlreadyExists`` (409).
+    ``again_from``: this start runs that execution again (recorded as such in the audit log).
     """
+    actor = require(actor, Perm.START)
     if name is None or name == "":
         name = f"run-{uuid.uuid4().hex[:20]}"  # names must start with a letter
     _check_name(name, "name")
@@ -234,12 +257,24 @@ def execution_start(
                     status=ExecutionStatus.STARTING,
                     input=input,
                     started_at=now,
-                    started_by=_user(user),
+                    started_by=_user(actor),
+                    token_salt=runtime.new_salt(),
                     state=machine.new_state(
                         execution_name=name, flow_name=flow.name, input=input, now=now
                     ),
                 )
             runtime.apply(execution, ev.Start(input), now=now)
+            if again_from is not None:
+                audit.record(
+                    actor,
+                    "execution.run_again",
+                    "execution",
+                    f"{flow.name}/{name}",
+                    again_from=again_from.name,
+                    same_input=input == again_from.input,
+                )
+            else:
+                audit.record(actor, "execution.start", "execution", f"{flow.name}/{name}")
     except IntegrityError:
         existing = Execution.objects.filter(flow=flow, name=name).first()
         if existing is None:
@@ -262,9 +297,23 @@ def _existing(execution: Execution) -> Execution:
     )
 
 
-def execution_stop(
-    *, execution: Execution, error: str = "", cause: str = "", user=None
+def execution_run_again(
+    *, execution: Execution, input: Any = None, name: str | None = None, actor
 ) -> Execution:
+    """Start a new execution of the same flow with the same input (or ``input``, edited)."""
+    flow = Flow.objects.get(pk=execution.flow_id)
+    new, _ = execution_start(
+        flow=flow,
+        name=name,
+        input=execution.input if input is None else input,
+        actor=actor,
+        again_from=execution,
+    )
+    return new
+
+
+def execution_stop(*, execution: Execution, error: str = "", cause: str = "", actor) -> Execution:
+    actor = require(actor, Perm.STOP)
     if not isinstance(error, str) or len(error) > 128:
         raise ServiceError(
             "error must be a string of at most 128 characters", code="InvalidArgument"
@@ -273,7 +322,17 @@ def execution_stop(
         raise ServiceError(
             "cause must be a string of at most 4096 characters", code="InvalidArgument"
         )
-    decision = runtime.transition(execution.pk, ev.Stop(error=error, cause=cause))
+    with transaction.atomic():
+        decision = runtime.transition(execution.pk, ev.Stop(error=error, cause=cause))
+        if decision is not None and not decision.ignored:
+            audit.record(
+                actor,
+                "execution.stop",
+                "execution",
+                f"{execution.flow.name}/{execution.name}",
+                error=error,
+                reason=cause,
+            )
     execution.refresh_from_db()
     if decision is None or decision.ignored:
         raise ServiceError(
@@ -282,6 +341,29 @@ def execution_stop(
             status=409,
         )
     return execution
+
+
+def executions_stop(
+    *, executions: list[Execution], error: str = "", cause: str = "", actor
+) -> dict[str, list[str]]:
+    """Stop several executions (the dashboard's bulk stop): each one as :func:`execution_stop`
+    does it, in its own transaction. Returns ``{"stopped": [...], "not_running": [...]}``."""
+    actor = require(actor, Perm.STOP)
+    if len(executions) > MAX_BULK:
+        raise ServiceError(f"at most {MAX_BULK} executions at once", code="InvalidArgument")
+    done: dict[str, list[str]] = {"stopped": [], "not_running": []}
+    for execution in executions:
+        try:
+            execution_stop(execution=execution, error=error, cause=cause, actor=actor)
+            done["stopped"].append(execution.name)
+        except ServiceError as exc:
+            if exc.code != "ExecutionNotRunning":
+                raise
+            done["not_running"].append(execution.name)
+    return done
+
+
+MAX_BULK = 200
 
 
 def executions_delete(*, executions: QuerySet[Execution]) -> tuple[int, int]:
@@ -320,9 +402,7 @@ def executions_prune(*, older_than: timedelta, dry_run: bool = False) -> int:
     """Retention: delete ended executions that stopped more than ``older_than`` ago (judged by
     the database's clock). Returns how many were (or, with ``dry_run``, would be) deleted."""
     cutoff = runtime.db_now() - older_than
-    old = Execution.objects.filter(
-        status__in=ExecutionStatus.closed(), stopped_at__lt=cutoff
-    )
+    old = Execution.objects.filter(status__in=ExecutionStatus.closed(), stopped_at__lt=cutoff)
     if dry_run:
         return old.count()
     deleted, _ = executions_delete(executions=old)
@@ -344,16 +424,22 @@ def _token_row(token: Any) -> TaskToken:
     row = TaskToken.objects.filter(token_hash=runtime.token_hash(token)).first()
     if row is None and runtime.token_was_issued(token):
         # Ours, but its row is gone: the execution ended (spent tokens are cleared then).
-        raise ServiceError(
-            "the task was already completed", code="TaskAlreadyCompleted", status=409
-        )
+        raise _already_completed()
     if row is None:
         raise ServiceError("no task has this token", code="TaskNotExist", status=404)
     if not row.is_open:
-        raise ServiceError(
-            "the task was already completed", code="TaskAlreadyCompleted", status=409
-        )
+        raise _already_completed()
     return row
+
+
+def _already_completed() -> ServiceError:
+    return ServiceError("the task was already completed", code="TaskAlreadyCompleted", status=409)
+
+
+def _engine_token(row: TaskToken, token: str) -> str:
+    """What the engine knows the task by: the token's fingerprint (the engine never holds a
+    token), or, for a row made before fingerprints, the token itself."""
+    return row.fingerprint or token
 
 
 def _parse_output(output: Any) -> Any:
@@ -368,32 +454,95 @@ def _parse_output(output: Any) -> Any:
     return output
 
 
-def task_report_succeeded(*, token: str, output: Any) -> int:
-    """Complete a callback task. Returns the id of the history event it created."""
-    row = _token_row(token)
-    return _report(row, ev.CallbackSucceeded(token, _parse_output(output)))
-
-
-def task_report_failed(*, token: str, error: str, cause: str = "") -> int:
+def _check_failure(error: Any, cause: Any) -> None:
     if not isinstance(error, str) or not 1 <= len(error) <= 128:
         raise ServiceError("error must be 1-128 characters", code="InvalidArgument")
     if not isinstance(cause, str) or len(cause) > 4096:
         raise ServiceError("cause must be at most 4096 characters", code="InvalidArgument")
+
+
+def task_report_succeeded(*, token: str, output: Any, actor) -> int:
+    """Complete a callback task (a machine, over the API). Returns the id of the history event
+    it created."""
+    actor = require(actor, Perm.REPORT)
     row = _token_row(token)
-    return _report(row, ev.CallbackFailed(token, error, cause))
+    output = _parse_output(output)
+    return _report(
+        row, ev.CallbackSucceeded(_engine_token(row, token), output), actor, "task.succeed"
+    )
 
 
-def task_heartbeat(*, token: str) -> None:
+def task_report_failed(*, token: str, error: str, cause: str = "", actor) -> int:
+    actor = require(actor, Perm.REPORT)
+    _check_failure(error, cause)
     row = _token_row(token)
-    _report(row, ev.CallbackHeartbeat(token), needs_event=False)
+    return _report(
+        row,
+        ev.CallbackFailed(_engine_token(row, token), error, cause),
+        actor,
+        "task.fail",
+        error=error,
+    )
 
 
-def _report(row: TaskToken, event, *, needs_event: bool = True) -> int:
-    decision = runtime.transition(row.execution_id, event)
-    if decision is None or decision.ignored:
-        raise ServiceError(
-            "the task was already completed", code="TaskAlreadyCompleted", status=409
-        )
+def task_heartbeat(*, token: str, actor) -> None:
+    actor = require(actor, Perm.REPORT)
+    row = _token_row(token)
+    _report(row, ev.CallbackHeartbeat(_engine_token(row, token)), None, "", needs_event=False)
+
+
+def _waiting_row(task_id: Any) -> TaskToken:
+    row = TaskToken.objects.filter(pk=task_id).select_related("execution__flow").first()
+    if row is None:
+        raise ServiceError("no step is waiting with this id", code="TaskNotExist", status=404)
+    if not row.is_open:
+        raise ServiceError("this step was already decided", code="TaskAlreadyCompleted", status=409)
+    return row
+
+
+def task_approve(*, task_id: int, output: Any = None, actor) -> int:
+    """A person approves a step waiting for a callback (the dashboard; needs the approver
+    role). ``task_id`` is the waiting task's row id: the page never holds the token."""
+    actor = require(actor, Perm.APPROVE)
+    row = _waiting_row(task_id)
+    output = {} if output is None or output == "" else _parse_output(output)
+    return _report(row, ev.CallbackSucceeded(row.fingerprint, output), actor, "task.approve")
+
+
+def task_reject(*, task_id: int, error: str, cause: str = "", actor) -> int:
+    actor = require(actor, Perm.APPROVE)
+    _check_failure(error, cause)
+    row = _waiting_row(task_id)
+    return _report(
+        row,
+        ev.CallbackFailed(row.fingerprint, error, cause),
+        actor,
+        "task.reject",
+        error=error,
+        reason=cause,
+    )
+
+
+def _report(row: TaskToken, event, actor, action: str, *, needs_event: bool = True, **detail):
+    with transaction.atomic():
+        decision = runtime.transition(row.execution_id, event)
+        applied = decision is not None and not decision.ignored
+        if applied and action:
+            execution = (
+                Execution.objects.select_related("flow")
+                .only("name", "flow__name")
+                .get(pk=row.execution_id)
+            )
+            audit.record(
+                actor,
+                action,
+                "task",
+                f"{execution.flow.name}/{execution.name}/{row.state_name}",
+                task=row.fingerprint or f"#{row.pk}",
+                **detail,
+            )
+    if not applied:
+        raise _already_completed()
     if not needs_event:
         return 0
     return decision.events[0]["event_id"] if decision.events else 0

@@ -182,6 +182,7 @@ INSTALLED_APPS = [
     "django_filters",
     "django_htmx",
     "django_celery_beat",
+    "flowsite.audit.apps.AuditConfig",
     "executions.apps.ExecutionsConfig",
     "functions.apps.FunctionsConfig",
 ]
@@ -326,7 +327,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "flowsite.auth.CachedBasicAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["flowsite.access.CanRead"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "flowsite.api_errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]

@@ -13,6 +13,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.utils.html import format_html
 
+from flowsite.access import admin_actor
+
 from . import loader, services
 from .models import Function, Invocation
 
@@ -59,7 +61,7 @@ class FunctionAdmin(admin.ModelAdmin):
         if change:
             services.function_update(
                 function=obj,
-                user=request.user,
+                actor=admin_actor(request),
                 handler=data["handler"],
                 description=data.get("description", ""),
                 timeout_seconds=data["timeout_seconds"],
@@ -70,7 +72,7 @@ class FunctionAdmin(admin.ModelAdmin):
             handler=data["handler"],
             description=data.get("description", ""),
             timeout_seconds=data["timeout_seconds"],
-            user=request.user,
+            actor=admin_actor(request),
         )
         for field in Function._meta.concrete_fields:
             setattr(obj, field.attname, getattr(created, field.attname))
@@ -78,11 +80,11 @@ class FunctionAdmin(admin.ModelAdmin):
         obj._state.db = created._state.db
 
     def delete_model(self, request, obj: Function) -> None:
-        services.function_delete(function=obj, user=request.user)
+        services.function_delete(function=obj, actor=admin_actor(request))
 
     def delete_queryset(self, request, queryset: QuerySet[Function]) -> None:
         for function in queryset:
-            services.function_delete(function=function, user=request.user)
+            services.function_delete(function=function, actor=admin_actor(request))
 
     @admin.action(description="Check that the selected handlers can be imported")
     def check_handlers(self, request, queryset: QuerySet[Function]) -> None:

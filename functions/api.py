@@ -1,8 +1,9 @@
 """REST API for functions: ``/api/v1/functions/`` (views parse, call a service, render).
 
-Changing functions needs staff rights (the services check ``request.user``); reading and
-invoking are open to any logged-in user. An invocation never runs in this (web) process: the
-service records it, a Celery worker runs it, and the request waits for the recorded outcome.
+Changing functions needs the admin role and invoking one the operator role (the services check
+the acting user; ``flowsite/access.py``); reading needs any role. An invocation never runs in
+this (web) process: the service records it, a Celery worker runs it, and the request waits for
+the recorded outcome.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from flowsite.access import api_actor
 from flowsite.api import ERR_400, ERR_401, check_same_name, error_response, parse
 from flowsite.errors import ServiceError
 
@@ -73,7 +75,7 @@ class FunctionListView(GenericAPIView):
     )
     def post(self, request: Request) -> Response:
         data = parse(FunctionCreateSerializer, request.data)
-        function = services.function_create(**data, user=request.user)
+        function = services.function_create(**data, actor=api_actor(request))
         return Response(
             FunctionSerializer(function).data,
             status=status.HTTP_201_CREATED,
@@ -127,7 +129,7 @@ class FunctionDetailView(APIView):
         function = services.function_get(name)
         data = parse(serializer_class, request.data)
         check_same_name(data, name)
-        function = services.function_update(function=function, user=request.user, **data)
+        function = services.function_update(function=function, actor=api_actor(request), **data)
         return Response(FunctionSerializer(function).data)
 
     @extend_schema(
@@ -136,7 +138,7 @@ class FunctionDetailView(APIView):
         responses={204: None, 401: ERR_401, 403: _FORBIDDEN, 404: _NOT_FOUND},
     )
     def delete(self, request: Request, name: str) -> Response:
-        services.function_delete(function=services.function_get(name), user=request.user)
+        services.function_delete(function=services.function_get(name), actor=api_actor(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -229,7 +231,7 @@ class FunctionInvokeView(APIView):
     def post(self, request: Request, name: str) -> Response:
         function = services.function_get(name)
         invocation = services.invocation_call(
-            function=function, payload=request.body, user=request.user
+            function=function, payload=request.body, actor=api_actor(request)
         )
         request_id = invocation.request_id
         if invocation.status == InvocationStatus.SUCCEEDED:

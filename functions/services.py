@@ -42,7 +42,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, Q, Value
 from django.db.models.functions import Now
 
-from flowsite.errors import Forbidden, ServiceError
+from flowsite import access, audit
+from flowsite.access import Perm
+from flowsite.errors import ServiceError
 
 from . import loader
 from .models import ENDED_STATUSES, Function, Invocation, InvocationStatus
@@ -62,14 +64,8 @@ MAX_CAUSE_CHARS = 32768
 RUN_INVOCATION = "functions.run_invocation"  # functions/tasks.py; sent by name
 
 
-class _System:
-    """The acting user of trusted internal callers (management commands, benchmarks)."""
-
-    def __repr__(self) -> str:
-        return "SYSTEM"
-
-
-SYSTEM = _System()
+# Trusted internal callers (management commands, benchmarks) act as the system.
+SYSTEM = access.SYSTEM
 
 
 # --- registry -----------------------------------------------------------------------------------
@@ -78,19 +74,6 @@ SYSTEM = _System()
 def worker_id() -> str:
     # Read at call time: Celery imports this module in the parent before forking its children.
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _require_staff(user: Any) -> None:
-    if user is SYSTEM:
-        return
-    if (
-        user is not None
-        and getattr(user, "is_authenticated", False)
-        and getattr(user, "is_active", False)
-        and (getattr(user, "is_staff", False) or getattr(user, "is_superuser", False))
-    ):
-        return
-    raise Forbidden("creating, changing or deleting functions needs staff rights")
 
 
 def check_handler(handler: Any) -> loader.Location:
@@ -116,9 +99,10 @@ def _clean(fn: Function) -> None:
 
 
 def function_create(
-    *, name: str, handler: str, description: str = "", timeout_seconds: int = 60, user: Any
+    *, name: str, handler: str, description: str = "", timeout_seconds: int = 60, actor: Any
 ) -> Function:
-    _require_staff(user)
+    # Checked before validation, so someone without the role cannot probe the folders.
+    actor = access.require(actor, Perm.MANAGE_FUNCTIONS)
     fn = Function(
         name=name, handler=handler, description=description, timeout_seconds=timeout_seconds
     )
@@ -126,6 +110,7 @@ def function_create(
     try:
         with transaction.atomic():
             fn.save()
+            audit.record(actor, "function.create", "function", name, handler=handler)
     except IntegrityError:
         raise ServiceError(
             f"a function named {name!r} already exists", code="FunctionAlreadyExists", status=409
@@ -133,20 +118,35 @@ def function_create(
     return fn
 
 
-def function_update(*, function: Function, user: Any, **changes) -> Function:
-    _require_staff(user)
+def function_update(*, function: Function, actor: Any, **changes) -> Function:
+    actor = access.require(actor, Perm.MANAGE_FUNCTIONS)
+    changed = []
     for key, value in changes.items():
         if key not in FIELDS or key == "name":
             continue
+        if getattr(function, key) != value:
+            changed.append(key)
         setattr(function, key, value)
     _clean(function)
-    function.save()
+    with transaction.atomic():
+        function.save()
+        if changed:
+            audit.record(
+                actor,
+                "function.update",
+                "function",
+                function.name,
+                changed=changed,
+                handler=function.handler,
+            )
     return function
 
 
-def function_delete(*, function: Function, user: Any) -> None:
-    _require_staff(user)
-    function.delete()
+def function_delete(*, function: Function, actor: Any) -> None:
+    actor = access.require(actor, Perm.MANAGE_FUNCTIONS)
+    with transaction.atomic():
+        audit.record(actor, "function.delete", "function", function.name)
+        function.delete()
 
 
 def function_get(name: str) -> Function:
@@ -359,9 +359,11 @@ def _db_now_plus(seconds: float) -> ExpressionWrapper:
     )
 
 
-def invocation_submit(*, function: Function, payload: bytes, user: Any = None) -> Invocation:
+def invocation_submit(*, function: Function, payload: bytes, actor: Any) -> Invocation:
     """Record a direct invocation (``Enqueued``) and publish its id to the workers after
-    commit. 413 ``EntityTooLarge`` for an event over the task payload limit."""
+    commit (needs the operator role). 413 ``EntityTooLarge`` for an event over the task payload
+    limit."""
+    actor = access.require(actor, Perm.INVOKE)
     limit = settings.FLOWSITE_MAX_TASK_PAYLOAD_BYTES
     if len(payload) > limit:
         raise ServiceError(
@@ -369,6 +371,7 @@ def invocation_submit(*, function: Function, payload: bytes, user: Any = None) -
             code="EntityTooLarge",
             status=413,
         )
+    user = actor.user
     invoked_by = user if getattr(user, "is_authenticated", False) else None
     with transaction.atomic():
         invocation = Invocation.objects.create(
@@ -378,6 +381,14 @@ def invocation_submit(*, function: Function, payload: bytes, user: Any = None) -
             payload=payload,
             invoked_by=invoked_by,
             expires_at=_db_now_plus(pickup_seconds()),
+        )
+        audit.record(
+            actor,
+            "function.invoke",
+            "function",
+            function.name,
+            request_id=invocation.request_id,
+            event_bytes=len(payload),
         )
         transaction.on_commit(lambda pk=invocation.pk: publish_invocation(pk))
     invocation.refresh_from_db(fields=["created_at", "expires_at"])  # set by the database
@@ -474,7 +485,8 @@ def invocation_wait(invocation: Invocation, *, timeout_seconds: float) -> Invoca
     return Invocation.objects.defer("payload").get(pk=invocation.pk)
 
 
-def invocation_call(*, function: Function, payload: bytes, user: Any = None) -> Invocation:
-    """A synchronous call for the API: record it, let a worker run it, wait for the outcome."""
-    invocation = invocation_submit(function=function, payload=payload, user=user)
+def invocation_call(*, function: Function, payload: bytes, actor: Any) -> Invocation:
+    """A synchronous call (the API, the dashboard): record it, let a worker run it, wait for
+    the outcome."""
+    invocation = invocation_submit(function=function, payload=payload, actor=actor)
     return invocation_wait(invocation, timeout_seconds=function.timeout_seconds)

@@ -1,6 +1,6 @@
-# Shared pytest fixtures for flowsite (the lead fills this in).
+# Shared pytest fixtures for flowsite.
 #
-# Notes for whoever does:
+# Notes:
 # * pytest loads tests/settings.py (pyproject's DJANGO_SETTINGS_MODULE): flowsite.settings plus
 #   a test-only DJANGO_SECRET_KEY in os.environ (DEBUG is off by default, and pytest-django
 #   loads the settings before any conftest.py). Subprocesses inherit that key.
@@ -23,9 +23,10 @@ import pytest  # noqa: E402
 
 @pytest.fixture
 def user(db):
+    """A user with the admin role: may do everything (role limits: ``role_client``)."""
     from tests.factories import UserFactory
 
-    return UserFactory()
+    return UserFactory(roles=["admin"])
 
 
 @pytest.fixture
@@ -47,10 +48,10 @@ def anon_client():
 
 @pytest.fixture
 def staff_user(db):
-    """A staff user: may create, change and delete functions (until roles land)."""
+    """A user with the admin role (may create, change and delete flows and functions)."""
     from tests.factories import UserFactory
 
-    return UserFactory(is_staff=True)
+    return UserFactory(is_staff=True, roles=["admin"])
 
 
 @pytest.fixture
@@ -60,6 +61,21 @@ def staff_client(staff_user):
     client = APIClient()
     client.force_authenticate(staff_user)
     return client
+
+
+@pytest.fixture
+def role_client(db):
+    """``role_client("operator")``: an APIClient of a new user with those roles (none: ``""``)."""
+    from rest_framework.test import APIClient
+
+    from tests.factories import UserFactory
+
+    def make(*roles: str) -> APIClient:
+        client = APIClient()
+        client.force_authenticate(UserFactory(roles=[r for r in roles if r]))
+        return client
+
+    return make
 
 
 # --- functions folders -------------------------------------------------------------------------

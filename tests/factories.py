@@ -14,6 +14,7 @@ from django.contrib.auth.hashers import make_password
 
 from executions import services as execution_services
 from executions.models import Flow
+from flowsite.access import SYSTEM
 from functions.models import Function
 
 PASSWORD = "pw-factory-123456"
@@ -69,11 +70,21 @@ class UserFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = get_user_model()
         django_get_or_create = ("username",)
+        skip_postgeneration_save = True
 
     username = factory.Sequence(lambda n: f"user{n}")
     email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
     # Hashed once: PBKDF2 with Django's iteration count takes ~0.5 s per user.
     password = factory.LazyFunction(lambda: _password_hash())
+
+    @factory.post_generation
+    def roles(self, create, extracted, **kwargs):
+        """``UserFactory(roles=["operator"])``: the user's roles (Django groups)."""
+        if create and extracted:
+            from django.contrib.auth.models import Group
+
+            for role in extracted:
+                self.groups.add(Group.objects.get(name=role))
 
 
 class FunctionFactory(factory.django.DjangoModelFactory):
@@ -98,7 +109,7 @@ class FlowFactory(factory.Factory):
 
     @classmethod
     def _create(cls, model_class, *args, **kwargs):
-        return execution_services.flow_create(**kwargs)
+        return execution_services.flow_create(**kwargs, actor=SYSTEM)
 
     @classmethod
     def _build(cls, model_class, *args, **kwargs):

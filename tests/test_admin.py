@@ -26,6 +26,7 @@ from executions.models import (
     Timer,
     WorkItem,
 )
+from flowsite.access import SYSTEM
 from functions.models import Function
 
 pytestmark = pytest.mark.django_db
@@ -99,17 +100,24 @@ def plain_static(settings):
 def data():
     call_command("flowsite_demo", "--quiet", stdout=io.StringIO(), stderr=io.StringIO())
     pass_flow = services.flow_create(
-        name="admin-pass", definition=PASS_FLOW, description="pass only"
+        name="admin-pass", definition=PASS_FLOW, description="pass only", actor=SYSTEM
     )
-    wait_flow = services.flow_create(name="admin-wait", definition=WAIT_FLOW)
-    queue_flow = services.flow_create(name="admin-queue", definition=QUEUE_FLOW)
-    finished, _ = services.execution_start(flow=pass_flow, name="xss", input={"note": XSS, "n": 1})
-    waiting, _ = services.execution_start(flow=wait_flow, name="napping", input={"a": 1})
-    queued, _ = services.execution_start(flow=queue_flow, name="queued", input={"job": "x"})
+    wait_flow = services.flow_create(name="admin-wait", definition=WAIT_FLOW, actor=SYSTEM)
+    queue_flow = services.flow_create(name="admin-queue", definition=QUEUE_FLOW, actor=SYSTEM)
+    finished, _ = services.execution_start(
+        flow=pass_flow, name="xss", input={"note": XSS, "n": 1}, actor=SYSTEM
+    )
+    waiting, _ = services.execution_start(
+        flow=wait_flow, name="napping", input={"a": 1}, actor=SYSTEM
+    )
+    queued, _ = services.execution_start(
+        flow=queue_flow, name="queued", input={"job": "x"}, actor=SYSTEM
+    )
     approval, _ = services.execution_start(
         flow=Flow.objects.get(name="demo-approval-v2"),
         name="approval",
         input={"request_id": "PO-1"},
+        actor=SYSTEM,
     )
     return {"finished": finished, "waiting": waiting, "queued": queued, "approval": approval}
 
@@ -182,7 +190,9 @@ def test_changelists_make_no_query_per_row(admin_client, data, model, tmp_path):
     call_command("flowsite_demo", "--quiet", "--demo-dir", str(copy_demo_with_changes(tmp_path)))
     for i in range(3):
         for flow_name in ("admin-wait", "admin-queue", "demo-approval-v2", "admin-pass"):
-            services.execution_start(flow=Flow.objects.get(name=flow_name), name=f"more-{i}")
+            services.execution_start(
+                flow=Flow.objects.get(name=flow_name), name=f"more-{i}", actor=SYSTEM
+            )
     Function.objects.create(name="another_fn", handler="flowsite_demo_parts.process_part")
     assert changelist_queries(admin_client, model) == before
 

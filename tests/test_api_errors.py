@@ -192,4 +192,3 @@ def test_unexpected_error_is_json_500(client):
     response = client.get("/api/v1/boom")
     assert response.status_code == 500
     assert response.json()["code"] == "InternalError"
-

@@ -27,7 +27,8 @@ from executions.models import (
     WorkItem,
     WorkStatus,
 )
-from executions.runtime import sweeper, worker
+from executions.runtime import sweeper, transition, worker
+from flowsite.access import SYSTEM
 from functions.models import Function
 from functions.services import invoke
 
@@ -83,7 +84,9 @@ def test_command_creates_functions_and_flows_and_is_idempotent():
 def test_command_puts_back_what_was_changed(demo):
     Function.objects.filter(name="demo_process_part").update(timeout_seconds=1, description="x")
     flow = Flow.objects.get(name="demo-polling")
-    services.flow_update(flow=flow, definition=flow.definition.replace("Seconds: 3", "Seconds: 30"))
+    services.flow_update(
+        flow=flow, definition=flow.definition.replace("Seconds: 3", "Seconds: 30"), actor=SYSTEM
+    )
     assert Flow.objects.get(name="demo-polling").version == 2
 
     out = run_demo_command()
@@ -280,7 +283,7 @@ def drive(execution: Execution, *, report=None, rounds: int = 100) -> Execution:
 
 def start(flow_name: str, input: dict) -> Execution:
     execution, created = services.execution_start(
-        flow=Flow.objects.get(name=flow_name), input=input
+        flow=Flow.objects.get(name=flow_name), input=input, actor=SYSTEM
     )
     assert created
     return execution
@@ -373,9 +376,14 @@ def reporter(decision: str | None):
         submitted = HistoryEvent.objects.filter(execution=execution, type="TaskSubmitted").last()
         if submitted is None:
             return False
+        # The history names the task by its token's fingerprint; the token itself is what the
+        # external party got from the handler's event (here: derived, as the worker does).
+        row = TaskToken.objects.get(execution=execution, is_open=True)
+        assert submitted.detail["taskToken"] == row.fingerprint
         services.task_report_succeeded(
-            token=submitted.detail["taskToken"],
+            token=transition.token_of(row),
             output=json.dumps({"decision": decision, "comment": "ok"}),
+            actor=SYSTEM,
         )
         return True
 

@@ -186,9 +186,13 @@ class CancelTimer:
 
 @dataclass(frozen=True)
 class OpenToken:
+    """A callback task of ``entry`` now waits for a report on ``token`` (the engine's name for
+    it: a fingerprint; the runtime knows the secret token of ``attempt``)."""
+
     token: str
     entry: int
     state_name: str
+    attempt: int = 1
 
 
 @dataclass(frozen=True)

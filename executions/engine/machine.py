@@ -3,7 +3,8 @@
 Contract
 --------
 * Pure: no I/O, no clock, no global randomness. ``now``, ``rng`` (for ``uuid()``/``randomInt``)
-  and ``new_token`` (callback task tokens; the runtime passes a CSPRNG) come in as arguments.
+  and ``new_token(entry, attempt)`` (what the engine calls a callback task's token; the runtime
+  passes a fingerprint of the secret token, which the engine never holds) come in as arguments.
 * ``state`` is a JSON-serialisable dict made by :func:`new_state`; ``step`` takes ownership of it
   and returns it updated in ``Decision.state`` (the runtime loads it fresh from the database for
   every transition, so no copy is made).
@@ -187,7 +188,7 @@ def step(
     *,
     now: datetime,
     rng: random.Random | None = None,
-    new_token: Callable[[], str] | None = None,
+    new_token: Callable[[int, int], str] | None = None,
     limits: Limits = Limits(),
     values: Callable[[list[str]], dict[str, Any]] | None = None,
 ) -> ev.Decision:
@@ -719,7 +720,7 @@ class _Run:
         scope["active"] = eid
         if st.task is not None and st.task.mode is TaskMode.CUSTOM_CALLBACK:
             # The token exists before the input is built: mappings and constructors read it.
-            entry["token"] = self.make_token(entry)
+            entry["token"] = self.make_token(entry, 1)
         try:
             self.set_input(entry, st, self.build_input(entry, st, raw))
             self.begin(entry, st)
@@ -864,7 +865,7 @@ class _Run:
             # Each attempt gets its own token, so a late report for an earlier attempt
             # cannot complete a later one; the input (which may carry it) is rebuilt.
             self.close_token(entry)
-            entry["token"] = self.make_token(entry)
+            entry["token"] = self.make_token(entry, attempt)
             self.set_input(entry, st, self.build_input(entry, st, entry["raw"]))
         payload = self.task_payload(entry, st)
         self.check_size(payload, f"the request of task '{st.name}'")
@@ -898,7 +899,7 @@ class _Run:
             self.start_timer(entry, key, self.after(spec.timeout_seconds))
         if callback:
             self.s["tokens"][entry["token"]] = entry["id"]
-            self.commands.append(ev.OpenToken(entry["token"], entry["id"], st.name))
+            self.commands.append(ev.OpenToken(entry["token"], entry["id"], st.name, attempt))
         if spec.target == "queue":
             self.commands.append(
                 ev.SendToQueue(entry["id"], attempt, spec.queue, payload, entry.get("token"))
@@ -986,10 +987,13 @@ class _Run:
             return self.input_of(entry)
         return self.render(spec.body, self.state_env(entry), f"{st.path}.Parameters.body")
 
-    def make_token(self, entry: dict) -> str:
+    def make_token(self, entry: dict, attempt: int) -> str:
+        """The callback token of ``attempt`` of ``entry``, as the engine knows it: the runtime
+        hands the engine a fingerprint and keeps the secret token out of the state, the history
+        and every stored payload (the worker puts the real token into the handler's event)."""
         if self.new_token is not None:
-            return self.new_token()
-        return f"t{entry['id']}.{entry['attempt'] + 1}"
+            return self.new_token(entry["id"], attempt)
+        return f"t{entry['id']}.{attempt}"
 
     def start_timer(self, entry: dict, key: str, due: datetime) -> None:
         entry.setdefault("timers", []).append(key)

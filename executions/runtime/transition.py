@@ -26,6 +26,7 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -102,12 +103,16 @@ def db_now() -> datetime:
     return timezone.now()  # pragma: no cover - other databases are not supported
 
 
-# --- task tokens -------------------------------------------------------------------------------
+# --- task tokens ---------------------------------------------------------------------------------
 #
-# A token is ``<nonce>.<mac>``: 192 random bits plus an HMAC (keyed by SECRET_KEY) of the nonce.
-# The database keeps only its SHA-256. The MAC lets a report on a token whose row is gone (the
-# execution ended and its spent tokens were cleared, or it was pruned) still be recognised as
-# ours and answered "already completed" (409) rather than "no such task" (404).
+# The token of attempt A of state entry E of execution X is
+# ``<X>.<E>.<A>.<mac>`` where mac = HMAC(SECRET_KEY, "X.E.A.<the execution's random salt>").
+# It is stored nowhere: the database keeps its SHA-256 (to find the task from a report) and its
+# fingerprint ``tt:<first 12 hex digits of the SHA-256>``, which is all the engine, the history,
+# the API and the pages ever see. The worker running the task's function derives the token
+# again and puts it in place of the fingerprint in the handler's event. A report on a token
+# whose row is gone (the execution ended and its bookkeeping was cleared) is still recognised
+# by its MAC and answered 409 rather than 404.
 
 _TOKEN_SALT = "flowsite.task-token"
 
@@ -116,19 +121,63 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _token_mac(nonce: str) -> str:
-    return salted_hmac(_TOKEN_SALT, nonce, algorithm="sha256").hexdigest()[:32]
+def fingerprint(token: str) -> str:
+    return f"tt:{token_hash(token)[:12]}"
 
 
-def new_token() -> str:
-    nonce = secrets.token_urlsafe(24)
-    return f"{nonce}.{_token_mac(nonce)}"
+def new_salt() -> str:
+    return secrets.token_hex(16)
+
+
+def _token_mac(ids: str, salt: str) -> str:
+    return salted_hmac(_TOKEN_SALT, f"{ids}.{salt}", algorithm="sha256").hexdigest()[:40]
+
+
+def task_token(execution_id: int, salt: str, entry: int, attempt: int) -> str:
+    ids = f"{execution_id}.{entry}.{attempt}"
+    return f"{ids}.{_token_mac(ids, salt)}"
+
+
+def token_of(row: TaskToken) -> str:
+    """The secret token of a waiting task's row (for the worker, and for tests and tools that
+    act as the external party)."""
+    salt = Execution.objects.filter(pk=row.execution_id).values_list("token_salt", flat=True)
+    return task_token(row.execution_id, salt.first() or "", row.entry_id, row.attempt)
 
 
 def token_was_issued(token: str) -> bool:
-    """True when ``token`` carries a valid MAC: flowsite issued it (its row may be gone)."""
-    nonce, _, mac = token.rpartition(".")
-    return bool(nonce) and len(mac) == 32 and hmac.compare_digest(mac, _token_mac(nonce))
+    """True when ``token`` is one flowsite issued (its execution still exists to check it)."""
+    parts = token.split(".")
+    if len(parts) != 4 or not all(p.isdigit() and len(p) < 20 for p in parts[:3]):
+        return False
+    salt = (
+        Execution.objects.filter(pk=int(parts[0])).values_list("token_salt", flat=True).first()
+    )
+    if not salt:
+        return False
+    expected = task_token(int(parts[0]), salt, int(parts[1]), int(parts[2]))
+    return hmac.compare_digest(token, expected)
+
+
+def token_namer(execution: Execution) -> Callable[[int, int], str]:
+    """The engine's ``new_token``: the fingerprint of the entry's attempt's token."""
+
+    def name(entry: int, attempt: int) -> str:
+        return fingerprint(task_token(execution.pk, execution.token_salt, entry, attempt))
+
+    return name
+
+
+def with_token(value, real: str, mark: str):
+    """``value`` (a JSON value) with the fingerprint ``mark`` replaced by the token ``real``
+    wherever a string holds it (a constructor may have put it inside a longer string)."""
+    if isinstance(value, str):
+        return value.replace(mark, real) if mark in value else value
+    if isinstance(value, list):
+        return [with_token(v, real, mark) for v in value]
+    if isinstance(value, dict):
+        return {with_token(k, real, mark): with_token(v, real, mark) for k, v in value.items()}
+    return value
 
 
 # --- the transition ----------------------------------------------------------------------------
@@ -171,7 +220,7 @@ def apply(execution: Execution, event: ev.Event, *, now: datetime) -> ev.Decisio
             event,
             now=now,
             rng=rng,
-            new_token=new_token,
+            new_token=token_namer(execution),
             limits=limits(),
             values=lambda keys: _values(execution.pk, keys),
         )
@@ -357,11 +406,14 @@ def _carry_out(execution: Execution, command, *, now: datetime, new_work: list[i
     elif isinstance(command, ev.CancelTimer):
         Timer.objects.filter(execution=execution, key=command.key, fired_at__isnull=True).delete()
     elif isinstance(command, ev.OpenToken):
+        real = task_token(execution.pk, execution.token_salt, command.entry, command.attempt)
         TaskToken.objects.update_or_create(
-            token_hash=token_hash(command.token),
+            token_hash=token_hash(real),
             defaults={
+                "fingerprint": command.token,
                 "execution": execution,
                 "entry_id": command.entry,
+                "attempt": command.attempt,
                 "state_name": command.state_name,
                 "is_open": True,
                 "created_at": now,
@@ -369,9 +421,10 @@ def _carry_out(execution: Execution, command, *, now: datetime, new_work: list[i
             },
         )
     elif isinstance(command, ev.CloseToken):
-        TaskToken.objects.filter(token_hash=token_hash(command.token)).update(
-            is_open=False, closed_at=now
-        )
+        # Rows made before fingerprints were recorded under the engine's name, the token.
+        TaskToken.objects.filter(execution=execution).filter(
+            Q(fingerprint=command.token) | Q(token_hash=token_hash(command.token))
+        ).update(is_open=False, closed_at=now)
     elif isinstance(command, ev.SendToQueue):
         QueueMessage.objects.create(
             queue=command.queue,

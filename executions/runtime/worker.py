@@ -32,7 +32,15 @@ from ..engine.builtins import JsonValueError, check_json_value
 from ..models import Execution, WorkItem, WorkKind, WorkStatus
 from . import liveness
 from .faults import fault
-from .transition import apply, attempt_id, db_now, transition
+from .transition import (
+    apply,
+    attempt_id,
+    db_now,
+    fingerprint,
+    task_token,
+    transition,
+    with_token,
+)
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +211,7 @@ def _run_claimed(item: WorkItem, function) -> str:
             os._exit(137)
         result = invoke(
             function or item.function_name,
-            item.payload,
+            _event(item),
             request_id=attempt_id(item),
             extra_context=_context(item),
         )
@@ -223,6 +231,16 @@ def _run_claimed(item: WorkItem, function) -> str:
             return outcome
         item, function = following
         eager_left -= 1
+
+
+def _event(item: WorkItem):
+    """The handler's event: the stored payload, with the callback task's token (which is stored
+    nowhere) put back in place of its fingerprint."""
+    if item.mode != "WaitForCustomCallback":
+        return item.payload
+    salt = Execution.objects.filter(pk=item.execution_id).values_list("token_salt", flat=True)
+    real = task_token(item.execution_id, salt.first() or "", item.entry_id, item.attempt)
+    return with_token(item.payload, real, fingerprint(real))
 
 
 def _unusable(output) -> str:

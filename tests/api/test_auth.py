@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 
 from executions.models import Execution, Flow
 from flowsite import api_urls
+from flowsite.access import SYSTEM
 from functions.models import Function
 from tests.factories import PASS_FLOW, PASSWORD, FlowFactory, FunctionFactory
 
@@ -49,7 +50,16 @@ def existing():
     flow = FlowFactory(name="flow")
     from executions import services
 
-    services.execution_start(flow=flow, name="e", input={"a": 1})
+    services.execution_start(flow=flow, name="e", input={"a": 1}, actor=SYSTEM)
+
+
+def make_user(username: str, password: str):
+    """A user with the viewer role (an API read needs a role)."""
+    from django.contrib.auth.models import Group
+
+    user = get_user_model().objects.create_user(username, password=password)
+    user.groups.add(Group.objects.get(name="viewer"))
+    return user
 
 
 def test_every_route_is_covered():
@@ -73,9 +83,7 @@ def test_anonymous_is_401(anon_client, existing, method, path):
     assert "WWW-Authenticate" in response
     # Nothing was written.
     assert list(Flow.objects.values_list("name", flat=True)) == ["flow"]
-    assert list(Function.objects.values_list("name", "handler")) == [
-        ("fn", "apihandlers.echo")
-    ]
+    assert list(Function.objects.values_list("name", "handler")) == [("fn", "apihandlers.echo")]
     assert list(Execution.objects.values_list("name", "status")) == [("e", "Succeeded")]
 
 
@@ -220,7 +228,7 @@ def test_basic_auth_hashes_the_password_once(existing, user, credential_cache, p
 def test_a_password_change_applies_to_the_next_request(
     existing, fast_hasher, credential_cache, password_checks
 ):
-    user = get_user_model().objects.create_user("pat", password="old-password-1")
+    user = make_user("pat", password="old-password-1")
     old = basic_client("pat", "old-password-1")
     assert old.get("/api/v1/flows/").status_code == 200
     assert old.get("/api/v1/flows/").status_code == 200  # cached
@@ -237,7 +245,7 @@ def test_a_password_change_applies_to_the_next_request(
 def test_deactivation_applies_to_the_next_request(
     existing, fast_hasher, credential_cache, password_checks
 ):
-    user = get_user_model().objects.create_user("dee", password="password-dee-1")
+    user = make_user("dee", password="password-dee-1")
     client = basic_client("dee", "password-dee-1")
     assert client.get("/api/v1/flows/").status_code == 200
     assert client.get("/api/v1/flows/").status_code == 200
@@ -254,7 +262,7 @@ def test_deactivation_applies_to_the_next_request(
 
 
 def test_a_renamed_user_no_longer_answers_to_the_old_name(existing, fast_hasher, credential_cache):
-    user = get_user_model().objects.create_user("ren", password="password-ren-1")
+    user = make_user("ren", password="password-ren-1")
     client = basic_client("ren", "password-ren-1")
     assert client.get("/api/v1/flows/").status_code == 200
     user.username = "renamed"
@@ -266,7 +274,7 @@ def test_a_renamed_user_no_longer_answers_to_the_old_name(existing, fast_hasher,
 def test_wrong_passwords_are_never_cached_and_always_fully_checked(
     existing, fast_hasher, credential_cache, password_checks
 ):
-    get_user_model().objects.create_user("wro", password="password-wro-1")
+    make_user("wro", password="password-wro-1")
     right = basic_client("wro", "password-wro-1")
     assert right.get("/api/v1/flows/").status_code == 200
     assert len(password_checks) == 1
@@ -283,7 +291,7 @@ def test_wrong_passwords_are_never_cached_and_always_fully_checked(
 
 
 def test_the_cache_keeps_no_password(existing, fast_hasher, credential_cache):
-    get_user_model().objects.create_user("kee", password="password-kee-secret")
+    make_user("kee", password="password-kee-secret")
     assert basic_client("kee", "password-kee-secret").get("/api/v1/flows/").status_code == 200
     [(key, entry)] = credential_cache._entries.items()
     assert len(key) == 32 and b"password-kee-secret" not in key
@@ -295,7 +303,7 @@ def test_the_cache_is_bounded(existing, fast_hasher, settings, password_checks):
 
     settings.FLOWSITE_BASIC_AUTH_CACHE_SIZE = 2
     for name in ("b1", "b2", "b3"):
-        get_user_model().objects.create_user(name, password=f"password-{name}-x")
+        make_user(name, password=f"password-{name}-x")
         assert basic_client(name, f"password-{name}-x").get("/api/v1/flows/").status_code == 200
     assert len(auth.credential_cache()) == 2
     # b1, the least recently used, was dropped: it is checked in full again; b3 is not.
@@ -307,7 +315,7 @@ def test_the_cache_is_bounded(existing, fast_hasher, settings, password_checks):
 
 def test_cache_off_checks_every_request(existing, fast_hasher, settings, password_checks):
     settings.FLOWSITE_BASIC_AUTH_CACHE_SECONDS = 0
-    get_user_model().objects.create_user("off", password="password-off-1")
+    make_user("off", password="password-off-1")
     client = basic_client("off", "password-off-1")
     for _ in range(3):
         assert client.get("/api/v1/flows/").status_code == 200

@@ -417,7 +417,7 @@ def test_database_outage_is_503_with_a_code(monkeypatch):
 
     flow = FlowFactory(name="db_down")
     client = APIClient()
-    client.force_authenticate(UserFactory())
+    client.force_authenticate(UserFactory(roles=["operator"]))
 
     def down(**kwargs):
         raise OperationalError("server closed the connection unexpectedly")

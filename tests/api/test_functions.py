@@ -72,7 +72,8 @@ def test_duplicate_name_is_409(staff_client):
     assert response.json()["code"] == "FunctionAlreadyExists"
 
 
-def test_changing_functions_needs_staff(api_client, staff_client):
+def test_changing_functions_needs_the_admin_role(role_client, staff_client):
+    api_client = role_client("operator", "approver", "viewer")
     FunctionFactory(name="fn", handler=f"{HANDLER}.echo")
     attempts = [
         api_client.post(URL, {"name": "new", "handler": f"{HANDLER}.echo"}, format="json"),
@@ -86,11 +87,12 @@ def test_changing_functions_needs_staff(api_client, staff_client):
     assert list(Function.objects.values_list("name", "handler", "timeout_seconds")) == [
         ("fn", f"{HANDLER}.echo", 60)
     ]
-    # A non-staff user learns nothing about the functions folders from a refused create.
+    # Someone without the role learns nothing about the functions folders from a refusal.
     probe = api_client.post(URL, {"name": "p", "handler": "os.system"}, format="json")
     assert probe.json() == {
         "code": "Forbidden",
-        "message": "creating, changing or deleting functions needs staff rights",
+        "message": "this needs the admin role",
+        "required_role": "admin",
     }
     assert staff_client.delete(f"{URL}fn/").status_code == 204
 

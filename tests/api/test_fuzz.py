@@ -113,4 +113,3 @@ def test_any_definition_text(api_client, text):
 def test_malformed_bodies(api_client, raw):
     response = api_client.generic("POST", "/api/v1/flows/", raw, content_type="application/json")
     assert_clean(response)
-

@@ -60,7 +60,7 @@ class Sim:
 
     # -- engine plumbing
 
-    def _token(self) -> str:
+    def _token(self, entry: int, attempt: int) -> str:
         self._tokens += 1
         return f"tok{self._tokens}"
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from flowsite.access import SYSTEM
 from functions import loader, services
 from functions.models import Function
-from functions.services import SYSTEM
 
 pytestmark = pytest.mark.django_db
 
@@ -73,7 +73,7 @@ def test_the_canary_would_tell(place):
 
 def refused(handler: str) -> loader.InvalidHandler:
     with pytest.raises(loader.InvalidHandler) as caught:
-        services.function_create(name="f", handler=handler, user=SYSTEM)
+        services.function_create(name="f", handler=handler, actor=SYSTEM)
     assert caught.value.status == 400 and caught.value.code == "InvalidHandler"
     assert caught.value.errors[0]["path"] == "handler"
     assert not Function.objects.filter(name="f").exists()
@@ -196,14 +196,14 @@ def test_a_package_whose_init_is_a_symlink_outside_is_refused(place):
 
 def test_a_symlink_that_stays_inside_is_fine(place):
     (place.fns / "alias.py").symlink_to(place.fns / "real.py")
-    services.function_create(name="alias", handler="alias.handler", user=SYSTEM)
+    services.function_create(name="alias", handler="alias.handler", actor=SYSTEM)
     assert services.invoke("alias", {}).output["Body"] == "real"
 
 
 def test_a_functions_folder_given_as_a_symlink_is_its_real_folder(place, settings):
     (place.tmp / "fns-link").symlink_to(place.fns, target_is_directory=True)
     settings.FLOWSITE_FUNCTIONS_PATH = [str(place.tmp / "fns-link")]
-    services.function_create(name="real", handler="real.handler", user=SYSTEM)
+    services.function_create(name="real", handler="real.handler", actor=SYSTEM)
     assert services.invoke("real", {}).output["Body"] == "real"
 
 
@@ -265,7 +265,7 @@ def test_a_stdlib_name_resolves_only_to_the_folders_own_file(place):
 
     refused("json.loads")  # no json.py in the folder: the standard library is never reached
     (place.fns / "json.py").write_text("def loads(event, context):\n    return 'folder json'\n")
-    services.function_create(name="j", handler="json.loads", user=SYSTEM)
+    services.function_create(name="j", handler="json.loads", actor=SYSTEM)
     assert services.invoke("j", {"a": 1}).output["Body"] == "folder json"
     # The folder's json.py did not replace the standard library's for anyone else.
     assert sys.modules["json"] is stdlib_json
@@ -292,14 +292,14 @@ def test_a_stdlib_name_resolves_only_to_the_folders_own_file(place):
 def test_names_that_are_not_plain_functions_of_the_folder_fail_at_run_time(attribute, reason):
     handler = f"confinement_cases.{attribute}"
     # The file is in a functions folder, so saving works; what the name is, only loading tells.
-    services.function_create(name="case", handler=handler, user=SYSTEM)
+    services.function_create(name="case", handler=handler, actor=SYSTEM)
     result = services.invoke("case", {})
     assert result.error == "FC.InvalidHandler", result
     assert reason in result.cause
 
 
 def test_a_decorated_function_of_the_folder_is_a_handler():
-    services.function_create(name="d", handler="confinement_cases.decorated", user=SYSTEM)
+    services.function_create(name="d", handler="confinement_cases.decorated", actor=SYSTEM)
     assert services.invoke("d", {}).output["Body"] == {"ok": True}
 
 
@@ -307,7 +307,7 @@ def test_a_decorated_function_of_the_folder_is_a_handler():
 
 
 def test_the_module_is_loaded_once_so_its_state_persists():
-    services.function_create(name="count", handler="apihandlers.count", user=SYSTEM)
+    services.function_create(name="count", handler="apihandlers.count", actor=SYSTEM)
     first = services.invoke("count", {}).output["Body"]["calls"]
     assert services.invoke("count", {}).output["Body"]["calls"] == first + 1
     module = loader.load_module("apihandlers")
@@ -316,8 +316,8 @@ def test_the_module_is_loaded_once_so_its_state_persists():
 
 
 def test_packages_in_a_folder_work_with_relative_imports():
-    services.function_create(name="p", handler="pkg.handler", user=SYSTEM)
-    services.function_create(name="pm", handler="pkg.mod.handler", user=SYSTEM)
+    services.function_create(name="p", handler="pkg.handler", actor=SYSTEM)
+    services.function_create(name="pm", handler="pkg.mod.handler", actor=SYSTEM)
     assert services.invoke("p", {}).output["Body"] == {"package": True}
     assert services.invoke("pm", {}).output["Body"] == {
         "module": "mod",
@@ -328,8 +328,8 @@ def test_packages_in_a_folder_work_with_relative_imports():
 def test_a_module_that_fails_to_load_reports_only_its_own_frames(place):
     (place.fns / "broken.py").write_text("def helper():\n    raise KeyError('setup')\n\nhelper()\n")
     (place.fns / "bad_syntax.py").write_text("def run(event, context)\n    return 1\n")
-    services.function_create(name="b", handler="broken.run", user=SYSTEM)
-    services.function_create(name="s", handler="bad_syntax.run", user=SYSTEM)
+    services.function_create(name="b", handler="broken.run", actor=SYSTEM)
+    services.function_create(name="s", handler="bad_syntax.run", actor=SYSTEM)
     broken = services.invoke("b", {})
     assert broken.error == "FC.InvalidHandler"
     assert broken.cause.startswith("cannot load broken.run: KeyError: 'setup'\nTraceback")

@@ -8,6 +8,7 @@ import pytest
 from executions import services
 from executions.models import WorkItem
 from executions.runtime import worker
+from flowsite.access import SYSTEM
 from functions import services as function_services
 
 pytestmark = pytest.mark.django_db
@@ -30,10 +31,10 @@ States:
 
 def test_the_history_shows_only_the_handlers_frames():
     function_services.function_create(
-        name="strict", handler="apihandlers.parse_field", user=function_services.SYSTEM
+        name="strict", handler="apihandlers.parse_field", actor=function_services.SYSTEM
     )
-    flow = services.flow_create(name="errs", definition=FLOW)
-    execution, _ = services.execution_start(flow=flow, input={"text": "not json"})
+    flow = services.flow_create(name="errs", definition=FLOW, actor=SYSTEM)
+    execution, _ = services.execution_start(flow=flow, input={"text": "not json"}, actor=SYSTEM)
     worker.run_work_item(WorkItem.objects.get(execution=execution).pk)
     execution.refresh_from_db()
     assert execution.status == "Failed"

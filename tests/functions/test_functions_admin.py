@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from flowsite.access import SYSTEM
 from functions import services
 from functions.models import Function, Invocation
-from functions.services import SYSTEM
 
 pytestmark = pytest.mark.django_db
 
@@ -56,7 +56,7 @@ def test_the_add_form_refuses_what_the_api_refuses(admin_client, canary_folder, 
 def test_the_check_action_reads_the_source_and_runs_nothing(admin_client, canary_folder):
     names = {"ok": "loud.run", "nested": "loud.nested", "absent": "loud.nothing"}
     for name, handler in names.items():
-        services.function_create(name=name, handler=handler, user=SYSTEM)
+        services.function_create(name=name, handler=handler, actor=SYSTEM)
     Function.objects.create(name="stale", handler="os.system")  # saved before the rules
     response = admin_client.post(
         url(Function, "changelist"),
@@ -75,24 +75,24 @@ def test_the_check_action_reads_the_source_and_runs_nothing(admin_client, canary
 
 
 def test_deleting_in_the_admin_goes_through_the_service(admin_client, monkeypatch):
-    function = services.function_create(name="gone", handler="apihandlers.echo", user=SYSTEM)
+    function = services.function_create(name="gone", handler="apihandlers.echo", actor=SYSTEM)
     calls = []
     real = services.function_delete
 
     def spy(**kwargs):
-        calls.append(kwargs["user"].username)
+        calls.append((kwargs["actor"].user.username, kwargs["actor"].via))
         real(**kwargs)
 
     monkeypatch.setattr(services, "function_delete", spy)
     response = admin_client.post(url(Function, "delete", function.pk), {"post": "yes"})
     assert response.status_code == 302
-    assert calls == ["admin"]
+    assert calls == [("admin", "admin")]
     assert not Function.objects.filter(name="gone").exists()
 
 
 def test_invocations_are_listed_and_read_only(admin_client):
-    function = services.function_create(name="boom", handler="apihandlers.explode", user=SYSTEM)
-    invocation = services.invocation_submit(function=function, payload=b'{"<b>": 1}')
+    function = services.function_create(name="boom", handler="apihandlers.explode", actor=SYSTEM)
+    invocation = services.invocation_submit(function=function, payload=b'{"<b>": 1}', actor=SYSTEM)
     services.invocation_run(invocation.pk)
     response = admin_client.get(url(Invocation, "changelist"))
     assert response.status_code == 200 and response.context["cl"].result_count == 1

@@ -8,16 +8,16 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from flowsite.access import SYSTEM
 from functions import loader, services, tasks
 from functions.models import Function, Invocation, InvocationStatus
-from functions.services import SYSTEM
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def counter():
-    function = services.function_create(name="count", handler="apihandlers.count", user=SYSTEM)
+    function = services.function_create(name="count", handler="apihandlers.count", actor=SYSTEM)
     module = loader.load_module("apihandlers")
     return function, module
 
@@ -38,7 +38,7 @@ def test_submit_records_the_call_and_publishes_its_id_after_commit(
 ):
     function, _ = counter
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        invocation = services.invocation_submit(function=function, payload=b'{"a":1}', user=user)
+        invocation = services.invocation_submit(function=function, payload=b'{"a":1}', actor=user)
     assert sent == []  # nothing before the commit
     for callback in callbacks:
         callback()
@@ -66,7 +66,7 @@ def test_a_broker_that_refuses_the_message_expires_the_call_at_once(
 
     monkeypatch.setattr(services.current_app, "send_task", down)
     with django_capture_on_commit_callbacks(execute=True):
-        invocation = services.invocation_submit(function=function, payload=b"{}")
+        invocation = services.invocation_submit(function=function, payload=b"{}", actor=SYSTEM)
     invocation.refresh_from_db()
     assert invocation.status == InvocationStatus.EXPIRED
     assert invocation.cause == "the task queue could not be reached"
@@ -74,7 +74,7 @@ def test_a_broker_that_refuses_the_message_expires_the_call_at_once(
 
 def test_the_worker_runs_it_once(counter):
     function, module = counter
-    invocation = services.invocation_submit(function=function, payload=b"{}")
+    invocation = services.invocation_submit(function=function, payload=b"{}", actor=SYSTEM)
     before = module.count_calls()
     assert tasks.run_invocation(invocation.pk) == InvocationStatus.SUCCEEDED
     assert tasks.run_invocation(invocation.pk) == "duplicate"  # a second delivery
@@ -89,7 +89,7 @@ def test_the_worker_runs_it_once(counter):
 
 def test_a_late_message_finds_the_call_expired_and_runs_nothing(counter):
     function, module = counter
-    invocation = services.invocation_submit(function=function, payload=b"{}")
+    invocation = services.invocation_submit(function=function, payload=b"{}", actor=SYSTEM)
     Invocation.objects.filter(pk=invocation.pk).update(
         expires_at=timezone.now() - timedelta(seconds=1)
     )
@@ -105,7 +105,7 @@ def test_expiry_is_judged_by_the_database_clock(counter, monkeypatch):
     # An app clock an hour behind does not make an expired call look claimable: the claim
     # compares with the database's own now.
     function, module = counter
-    invocation = services.invocation_submit(function=function, payload=b"{}")
+    invocation = services.invocation_submit(function=function, payload=b"{}", actor=SYSTEM)
     Invocation.objects.filter(pk=invocation.pk).update(
         expires_at=timezone.now() - timedelta(seconds=2)
     )
@@ -115,8 +115,8 @@ def test_expiry_is_judged_by_the_database_clock(counter, monkeypatch):
 
 def test_a_function_deleted_after_the_call_was_recorded(counter):
     function, _ = counter
-    invocation = services.invocation_submit(function=function, payload=b"{}")
-    services.function_delete(function=function, user=SYSTEM)
+    invocation = services.invocation_submit(function=function, payload=b"{}", actor=SYSTEM)
+    services.function_delete(function=function, actor=SYSTEM)
     assert tasks.run_invocation(invocation.pk) == InvocationStatus.FAILED
     invocation.refresh_from_db()
     assert invocation.function is None and invocation.function_name == "count"
@@ -125,7 +125,7 @@ def test_a_function_deleted_after_the_call_was_recorded(counter):
 
 def test_the_worker_enforces_the_payload_limit(counter, settings):
     function, module = counter
-    invocation = services.invocation_submit(function=function, payload=b"[1,2,3,4,5]")
+    invocation = services.invocation_submit(function=function, payload=b"[1,2,3,4,5]", actor=SYSTEM)
     settings.FLOWSITE_MAX_TASK_PAYLOAD_BYTES = 4  # lowered after it was recorded
     before = module.count_calls()
     assert tasks.run_invocation(invocation.pk) == InvocationStatus.FAILED
@@ -135,8 +135,8 @@ def test_the_worker_enforces_the_payload_limit(counter, settings):
 
 
 def test_a_handler_error_is_recorded_with_its_own_frames(counter):
-    function = services.function_create(name="boom", handler="apihandlers.explode", user=SYSTEM)
-    invocation = services.invocation_submit(function=function, payload=b"{}")
+    function = services.function_create(name="boom", handler="apihandlers.explode", actor=SYSTEM)
+    invocation = services.invocation_submit(function=function, payload=b"{}", actor=SYSTEM)
     assert tasks.run_invocation(invocation.pk) == InvocationStatus.FAILED
     invocation.refresh_from_db()
     assert invocation.error == "ValueError"
@@ -147,10 +147,10 @@ def test_a_handler_error_is_recorded_with_its_own_frames(counter):
 def test_results_and_errors_any_database_can_store():
     # PostgreSQL refuses NUL in text and jsonb, and no database takes a lone surrogate: both
     # may come from a handler, and must not leave the row stuck in Running.
-    ok = services.function_create(name="nul", handler="apihandlers.nul_result", user=SYSTEM)
-    bad = services.function_create(name="nul_err", handler="apihandlers.nul_error", user=SYSTEM)
-    first = services.invocation_submit(function=ok, payload=b"{}")
-    second = services.invocation_submit(function=bad, payload=b"{}")
+    ok = services.function_create(name="nul", handler="apihandlers.nul_result", actor=SYSTEM)
+    bad = services.function_create(name="nul_err", handler="apihandlers.nul_error", actor=SYSTEM)
+    first = services.invocation_submit(function=ok, payload=b"{}", actor=SYSTEM)
+    second = services.invocation_submit(function=bad, payload=b"{}", actor=SYSTEM)
     assert tasks.run_invocation(first.pk) == InvocationStatus.SUCCEEDED
     assert tasks.run_invocation(second.pk) == InvocationStatus.FAILED
     first.refresh_from_db()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from flowsite.access import SYSTEM
 from functions import loader, process, services, tasks
 from functions.models import Invocation, InvocationStatus
-from functions.services import SYSTEM
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +40,7 @@ def canary(tmp_path, settings):
 
 
 def test_nothing_runs_handler_code_in_a_web_process(canary, web_process):
-    function = services.function_create(name="c", handler="web_canary.run", user=SYSTEM)
+    function = services.function_create(name="c", handler="web_canary.run", actor=SYSTEM)
     for attempt in (
         lambda: services.invoke(function, b"{}"),
         lambda: services.invoke("c", b"{}"),
@@ -55,8 +55,8 @@ def test_nothing_runs_handler_code_in_a_web_process(canary, web_process):
 
 def test_a_task_run_eagerly_in_a_web_process_is_refused_before_it_claims(canary, web_process):
     # e.g. CELERY_TASK_ALWAYS_EAGER turned on by mistake: the row must stay claimable.
-    function = services.function_create(name="c", handler="web_canary.run", user=SYSTEM)
-    invocation = services.invocation_submit(function=function, payload=b"{}")
+    function = services.function_create(name="c", handler="web_canary.run", actor=SYSTEM)
+    invocation = services.invocation_submit(function=function, payload=b"{}", actor=SYSTEM)
     with pytest.raises(process.HandlerInWebProcess):
         tasks.run_invocation(invocation.pk)
     invocation.refresh_from_db()
@@ -65,14 +65,14 @@ def test_a_task_run_eagerly_in_a_web_process_is_refused_before_it_claims(canary,
 
 
 def test_outside_a_web_process_the_same_calls_run(canary):
-    services.function_create(name="c", handler="web_canary.run", user=SYSTEM)
+    services.function_create(name="c", handler="web_canary.run", actor=SYSTEM)
     assert services.invoke("c", b"{}").ok
     assert canary.read_text() == "called"
 
 
 def test_a_created_function_is_checked_without_loading_its_module(canary, web_process):
     # The save-time check works in the web process because it never imports anything.
-    services.function_create(name="c", handler="web_canary.run", user=SYSTEM)
+    services.function_create(name="c", handler="web_canary.run", actor=SYSTEM)
     assert not canary.exists()
     assert Invocation.objects.count() == 0
 

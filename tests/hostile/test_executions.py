@@ -4,12 +4,11 @@ a coded 4xx or an execution failing with ``FnF.RuntimeError``, in under 1 s of C
 
 from __future__ import annotations
 
-import itertools
 import json
 
 import pytest
 
-from executions.models import Execution
+from executions.models import Execution, TaskToken
 from executions.runtime import transition as runtime
 from tests.factories import FunctionFactory
 from tests.hostile.support import cloudflow, failed_with, pass_state, refused
@@ -162,23 +161,15 @@ def test_nan_in_the_input(hostile):
 
 
 @pytest.fixture
-def waiting(hostile, monkeypatch) -> str:
+def waiting(hostile) -> str:
     """A Task waiting for a callback; returns its token."""
-    counter = itertools.count(1)
-
-    def known_token() -> str:
-        nonce = f"hostile-{next(counter)}"
-        return f"{nonce}.{runtime._token_mac(nonce)}"
-
-    monkeypatch.setattr(runtime, "new_token", known_token)
     FunctionFactory(name="submit")
     task = {"Name": "A", "Type": "Task", "Action": "FC:InvokeFunction", "End": True,
             "TaskMode": "WaitForCustomCallback",
             "Parameters": {"resourceArn": "acs:fc:::functions/submit"}}  # fmt: skip
     name = flow(hostile, task, name="callback")
     assert hostile.start(name, {}).json()["status"] == "Running"
-    nonce = "hostile-1"
-    return f"{nonce}.{runtime._token_mac(nonce)}"
+    return runtime.token_of(TaskToken.objects.get(is_open=True))
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ from executions.models import (
 )
 from executions.runtime import liveness, publish, sweeper, transition, worker
 from executions.runtime.transition import db_now
+from flowsite.access import SYSTEM
 from functions import services as function_services
 from tests.runtime import handlers
 
@@ -80,7 +81,7 @@ States:
 def _calls():
     handlers.CALLS.clear()
     function_services.function_create(
-        name="rel_record", handler="rthandlers.record", user=function_services.SYSTEM
+        name="rel_record", handler="rthandlers.record", actor=function_services.SYSTEM
     )
 
 
@@ -92,8 +93,8 @@ def published(monkeypatch):
 
 
 def start(definition: str, name: str = "rel", input: dict | None = None) -> Execution:
-    flow = services.flow_create(name=name, definition=definition)
-    execution, _ = services.execution_start(flow=flow, input=input or {"n": 1})
+    flow = services.flow_create(name=name, definition=definition, actor=SYSTEM)
+    execution, _ = services.execution_start(flow=flow, input=input or {"n": 1}, actor=SYSTEM)
     return execution
 
 
@@ -132,7 +133,7 @@ def test_a_result_write_gives_up_only_when_the_lease_runs_out(monkeypatch, setti
     function_services.function_update(
         function=function_services.function_get("rel_record"),
         timeout_seconds=1,
-        user=function_services.SYSTEM,
+        actor=function_services.SYSTEM,
     )
     execution = start(TASK_THEN_WAIT)
     item = WorkItem.objects.get(execution=execution)
@@ -223,15 +224,10 @@ def test_deadlines_follow_the_database_clock_not_a_skewed_app_clock(skew, publis
 
 
 def _callback_waiting(tokens: list[str], monkeypatch) -> Execution:
-    real = transition.new_token
-
-    def remember() -> str:
-        tokens.append(real())
-        return tokens[-1]
-
-    monkeypatch.setattr(transition, "new_token", remember)
+    """An execution whose Task waits for a callback; ``tokens`` gets its (secret) token."""
     execution = start(CALLBACK_WITH_HEARTBEAT, name="hb")
     worker.run_work_item(WorkItem.objects.get(execution=execution).pk)
+    tokens.append(transition.token_of(TaskToken.objects.get(execution=execution, is_open=True)))
     return execution
 
 
@@ -244,7 +240,7 @@ def test_a_heartbeat_that_moves_the_timer_before_the_claim_wins(monkeypatch):
 
     def heartbeat_first(execution_id, event, **kwargs):
         # The heartbeat lands after the sweeper found the timer due, before its claim.
-        services.task_heartbeat(token=tokens[0])
+        services.task_heartbeat(token=tokens[0], actor=SYSTEM)
         return real(execution_id, event, **kwargs)
 
     monkeypatch.setattr(sweeper, "transition", heartbeat_first)
@@ -262,7 +258,7 @@ def test_a_timer_that_fired_first_makes_the_heartbeat_lose(monkeypatch):
     Timer.objects.filter(execution=execution).update(due_at=db_now() - timedelta(seconds=1))
     assert sweeper.fire_due_timers(batch=10) == 1
     with pytest.raises(services.ServiceError) as refused:
-        services.task_heartbeat(token=tokens[0])
+        services.task_heartbeat(token=tokens[0], actor=SYSTEM)
     assert refused.value.code == "TaskAlreadyCompleted"
     execution.refresh_from_db()
     assert execution.status == ExecutionStatus.FAILED
@@ -410,7 +406,7 @@ def test_an_ended_execution_keeps_history_but_no_bookkeeping(monkeypatch):
     ExecutionValue.objects.create(execution=execution, key="res:1:0", value={"x": 1})
     assert TaskToken.objects.filter(execution=execution).exists()
     assert Timer.objects.filter(execution=execution).exists()
-    services.task_report_succeeded(token=tokens[0], output={"ok": True})
+    services.task_report_succeeded(token=tokens[0], output={"ok": True}, actor=SYSTEM)
     execution.refresh_from_db()
     assert execution.status == ExecutionStatus.SUCCEEDED
     assert not TaskToken.objects.filter(execution=execution).exists()
@@ -484,7 +480,7 @@ def test_a_handler_result_holding_nul_fails_the_task_instead_of_the_write():
     """PostgreSQL refuses NUL in jsonb: such a result would make the result write fail over and
     over. It fails the Task with FC.InvalidResponse on every backend instead."""
     function_services.function_create(
-        name="rel_nul", handler="apihandlers.nul_result", user=function_services.SYSTEM
+        name="rel_nul", handler="apihandlers.nul_result", actor=function_services.SYSTEM
     )
     execution = start(TASK_THEN_WAIT.replace("rel_record", "rel_nul"), name="nul")
     assert worker.run_work_item(WorkItem.objects.get(execution=execution).pk) == "done"
@@ -495,8 +491,42 @@ def test_a_handler_result_holding_nul_fails_the_task_instead_of_the_write():
 
 
 def test_inputs_and_callback_outputs_holding_nul_are_refused():
-    flow = services.flow_create(name="nul-in", definition=TASK_THEN_WAIT)
+    flow = services.flow_create(name="nul-in", definition=TASK_THEN_WAIT, actor=SYSTEM)
     with pytest.raises(services.ServiceError) as refused:
-        services.execution_start(flow=flow, input={"a": ["ok", "b\x00d"]})
+        services.execution_start(flow=flow, input={"a": ["ok", "b\x00d"]}, actor=SYSTEM)
     assert refused.value.code == "InvalidArgument"
     assert "input.a[1]" in refused.value.message
+
+
+# --- task tokens are secret --------------------------------------------------------------------
+
+
+def test_the_token_is_stored_nowhere_and_only_the_handler_gets_it(monkeypatch):
+    """The engine, the history, the work item and the token row hold the token's fingerprint
+    (and its hash); the handler's event gets the token itself, derived again by the worker."""
+    seen: list = []
+    from functions import services as fs
+
+    real_invoke = fs.invoke
+
+    def spy(function, event, **kwargs):
+        seen.append(event)
+        return real_invoke(function, event, **kwargs)
+
+    monkeypatch.setattr(fs, "invoke", spy)
+    tokens: list[str] = []
+    execution = _callback_waiting(tokens, monkeypatch)
+    token = tokens[0]
+    row = TaskToken.objects.get(execution=execution)
+    assert row.fingerprint == transition.fingerprint(token) and row.fingerprint.startswith("tt:")
+    assert seen == [{"token": token}]  # the handler got the real token
+    execution.refresh_from_db()
+    stored = [
+        str(execution.state),
+        str(list(execution.events.values_list("detail", flat=True))),
+        str(list(WorkItem.objects.filter(execution=execution).values_list("payload", flat=True))),
+        str(list(TaskToken.objects.values_list("token_hash", "fingerprint"))),
+    ]
+    for text in stored:
+        assert token not in text
+    assert row.fingerprint in stored[1]  # the history names the task by its fingerprint

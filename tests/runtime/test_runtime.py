@@ -15,6 +15,7 @@ from executions import services
 from executions.engine import events as ev
 from executions.models import Execution, HistoryEvent, Timer, WorkItem, WorkStatus
 from executions.runtime import publish, sweeper, transition, worker
+from flowsite.access import SYSTEM
 from functions import services as function_services
 
 pytestmark = pytest.mark.django_db
@@ -52,9 +53,9 @@ def published(monkeypatch):
 @pytest.fixture
 def flow():
     function_services.function_create(
-        name="rt_echo", handler="rthandlers.echo", user=function_services.SYSTEM
+        name="rt_echo", handler="rthandlers.echo", actor=function_services.SYSTEM
     )
-    return services.flow_create(name="rt", definition=TASK_THEN_WAIT)
+    return services.flow_create(name="rt", definition=TASK_THEN_WAIT, actor=SYSTEM)
 
 
 def types(execution):
@@ -65,7 +66,7 @@ def test_task_runs_once_even_when_delivered_twice(
     flow, django_capture_on_commit_callbacks, published
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        execution, created = services.execution_start(flow=flow, input={"a": 1})
+        execution, created = services.execution_start(flow=flow, input={"a": 1}, actor=SYSTEM)
     assert created and len(published) == 1
     (item,) = WorkItem.objects.filter(execution=execution)
     assert worker.run_work_item(item.pk) == "done"
@@ -78,7 +79,7 @@ def test_task_runs_once_even_when_delivered_twice(
 
 
 def test_due_timer_fires_once_and_the_execution_finishes(flow):
-    execution, _ = services.execution_start(flow=flow, input={"a": 1})
+    execution, _ = services.execution_start(flow=flow, input={"a": 1}, actor=SYSTEM)
     worker.run_work_item(WorkItem.objects.get(execution=execution).pk)
     assert sweeper.fire_due_timers(batch=10) == 0  # not due yet
     Timer.objects.update(due_at=timezone.now() - timedelta(seconds=1))
@@ -92,7 +93,7 @@ def test_due_timer_fires_once_and_the_execution_finishes(flow):
 
 
 def test_unclaimed_work_is_republished_with_back_off(flow, published):
-    execution, _ = services.execution_start(flow=flow, input={})
+    execution, _ = services.execution_start(flow=flow, input={}, actor=SYSTEM)
     item = WorkItem.objects.get(execution=execution)
     assert sweeper.redispatch_pending(batch=10) == 0  # not overdue yet
     WorkItem.objects.update(next_dispatch_at=timezone.now() - timedelta(seconds=1))
@@ -105,7 +106,7 @@ def test_unclaimed_work_is_republished_with_back_off(flow, published):
 
 
 def test_lost_attempt_is_rerun_as_a_new_attempt(flow):
-    execution, _ = services.execution_start(flow=flow, input={})
+    execution, _ = services.execution_start(flow=flow, input={}, actor=SYSTEM)
     item = WorkItem.objects.get(execution=execution)
     # A worker claimed it and died: running, lease expired.
     WorkItem.objects.filter(pk=item.pk).update(
@@ -126,10 +127,12 @@ def test_lost_attempt_is_rerun_as_a_new_attempt(flow):
 
 
 def test_an_execution_keeps_the_version_it_started_with(flow):
-    execution, _ = services.execution_start(flow=flow, input={"a": 1})
+    execution, _ = services.execution_start(flow=flow, input={"a": 1}, actor=SYSTEM)
     worker.run_work_item(WorkItem.objects.get(execution=execution).pk)
     # v2 renames the state the parked execution goes to next.
-    services.flow_update(flow=flow, definition=TASK_THEN_WAIT.replace("Done", "Finish"))
+    services.flow_update(
+        flow=flow, definition=TASK_THEN_WAIT.replace("Done", "Finish"), actor=SYSTEM
+    )
     flow.refresh_from_db()
     assert flow.version == 2
     Timer.objects.update(due_at=timezone.now() - timedelta(seconds=1))
@@ -138,14 +141,14 @@ def test_an_execution_keeps_the_version_it_started_with(flow):
     assert execution.status == "Succeeded"
     assert execution.flow_version.version == 1
     assert "Done" in set(execution.events.values_list("step_name", flat=True))
-    second, _ = services.execution_start(flow=flow, input={})
+    second, _ = services.execution_start(flow=flow, input={}, actor=SYSTEM)
     assert second.flow_version.version == 2
 
 
 def test_stop_cancels_outstanding_work_and_timers(flow):
-    execution, _ = services.execution_start(flow=flow, input={})
+    execution, _ = services.execution_start(flow=flow, input={}, actor=SYSTEM)
     item = WorkItem.objects.get(execution=execution)
-    services.execution_stop(execution=execution, error="Manual", cause="test")
+    services.execution_stop(execution=execution, error="Manual", cause="test", actor=SYSTEM)
     item.refresh_from_db()
     assert item.status == WorkStatus.CANCELLED
     assert worker.run_work_item(item.pk) == "duplicate"
@@ -159,9 +162,9 @@ def test_handler_error_names_the_exception_class(flow):
     function_services.function_update(
         function=function_services.function_get("rt_echo"),
         handler="rthandlers.boom",
-        user=function_services.SYSTEM,
+        actor=function_services.SYSTEM,
     )
-    execution, _ = services.execution_start(flow=flow, input={})
+    execution, _ = services.execution_start(flow=flow, input={}, actor=SYSTEM)
     worker.run_work_item(WorkItem.objects.get(execution=execution).pk)
     execution.refresh_from_db()
     assert execution.status == "Failed"
@@ -170,7 +173,7 @@ def test_handler_error_names_the_exception_class(flow):
 
 
 def test_a_definition_name_that_differs_from_the_flow_name_is_a_warning():
-    flow = services.flow_create(name="other", definition=TASK_THEN_WAIT)
+    flow = services.flow_create(name="other", definition=TASK_THEN_WAIT, actor=SYSTEM)
     assert flow.warnings[0]["path"] == "Name"
     assert "'t'" in flow.warnings[0]["message"]
 
@@ -178,7 +181,7 @@ def test_a_definition_name_that_differs_from_the_flow_name_is_a_warning():
 def test_an_engine_bug_fails_the_execution_instead_of_poisoning_it(flow, monkeypatch):
     from executions.engine import machine
 
-    execution, _ = services.execution_start(flow=flow, input={})
+    execution, _ = services.execution_start(flow=flow, input={}, actor=SYSTEM)
     worker.run_work_item(WorkItem.objects.get(execution=execution).pk)
     assert Timer.objects.filter(execution=execution, fired_at__isnull=True).count() == 1
 
@@ -225,10 +228,10 @@ def test_async_submit_returns_the_acknowledgement_and_runs_the_function_detached
 
     handlers.CALLS.clear()
     function_services.function_create(
-        name="rt_record", handler="rthandlers.record", user=function_services.SYSTEM
+        name="rt_record", handler="rthandlers.record", actor=function_services.SYSTEM
     )
-    flow = services.flow_create(name="a", definition=ASYNC_SUBMIT)
-    execution, _ = services.execution_start(flow=flow, input={"n": 7})
+    flow = services.flow_create(name="a", definition=ASYNC_SUBMIT, actor=SYSTEM)
+    execution, _ = services.execution_start(flow=flow, input={"n": 7}, actor=SYSTEM)
     # The engine itself completed the step with the acknowledgement, in the starting
     # transaction, and asked for the function to run detached: no invoke item, no round trip.
     assert not WorkItem.objects.filter(execution=execution, kind="invoke").exists()
@@ -277,11 +280,11 @@ def test_a_worker_runs_the_following_steps_itself_without_publishing_them(
 ):
     settings.FLOWSITE_EAGER_STEPS = eager_steps
     function_services.function_create(
-        name="rt_echo", handler="rthandlers.echo", user=function_services.SYSTEM
+        name="rt_echo", handler="rthandlers.echo", actor=function_services.SYSTEM
     )
-    flow = services.flow_create(name="three", definition=THREE_TASKS)
+    flow = services.flow_create(name="three", definition=THREE_TASKS, actor=SYSTEM)
     with django_capture_on_commit_callbacks(execute=True):
-        execution, _ = services.execution_start(flow=flow, input={"a": 1})
+        execution, _ = services.execution_start(flow=flow, input={"a": 1}, actor=SYSTEM)
     assert len(published) == 1
     with django_capture_on_commit_callbacks(execute=True):
         assert worker.run_work_item(published[0]) == "done"

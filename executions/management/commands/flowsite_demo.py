@@ -114,7 +114,7 @@ class Command(BaseCommand):
         existing = Function.objects.filter(name=name).first()
         try:
             if existing is None:
-                function_services.function_create(**spec, user=function_services.SYSTEM)
+                function_services.function_create(**spec, actor=function_services.SYSTEM)
                 self.say(f"function {name}: created ({spec['handler']})")
                 return "created"
             changes = {k: spec[k] for k in FUNCTION_FIELDS if getattr(existing, k) != spec[k]}
@@ -122,7 +122,7 @@ class Command(BaseCommand):
                 self.say(f"function {name}: unchanged")
                 return "unchanged"
             function_services.function_update(
-                function=existing, user=function_services.SYSTEM, **changes
+                function=existing, actor=function_services.SYSTEM, **changes
             )
         except ServiceError as exc:
             raise CommandError(f"function {name}: {exc.code}: {exc.message}") from None
@@ -139,7 +139,10 @@ class Command(BaseCommand):
         try:
             if flow is None:
                 flow = flow_services.flow_create(
-                    name=name, definition=definition, description=description
+                    name=name,
+                    definition=definition,
+                    description=description,
+                    actor=function_services.SYSTEM,
                 )
                 self.say(f"flow {name}: created ({flow.dialect}, v{flow.version})")
                 self.warnings(name, flow)
@@ -148,7 +151,10 @@ class Command(BaseCommand):
                 self.say(f"flow {name}: unchanged (v{flow.version})")
                 return "unchanged"
             flow = flow_services.flow_update(
-                flow=flow, definition=definition, description=description
+                flow=flow,
+                definition=definition,
+                description=description,
+                actor=function_services.SYSTEM,
             )
         except ServiceError as exc:
             details = "".join(
