@@ -68,3 +68,11 @@ def runtime_health() -> dict:
         },
         "workers": workers.count(),
     }
+
+
+def waiting_for_people_count() -> int:
+    """How many steps wait for a callback now (the approvals badge): an index-only count over
+    the open tasks (partial index ``tasktoken_open``)."""
+    from .models import TaskToken  # noqa: PLC0415
+
+    return TaskToken.objects.filter(is_open=True).count()

@@ -183,6 +183,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "django_celery_beat",
     "flowsite.audit.apps.AuditConfig",
+    "flowsite.ui.apps.UiConfig",
     "executions.apps.ExecutionsConfig",
     "functions.apps.FunctionsConfig",
 ]
@@ -197,6 +198,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "flowsite.ui.middleware.ContentSecurityPolicyMiddleware",
     "flowsite.api_errors.ApiErrorMiddleware",
 ]
 
@@ -213,6 +215,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "flowsite.ui.context.layout",
             ],
         },
     },
@@ -277,7 +280,9 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 # --------------------------------------------------------------------------------------------

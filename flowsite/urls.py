@@ -1,11 +1,11 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
-from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from executions.selectors import runtime_health
@@ -38,7 +38,12 @@ urlpatterns = [
     ),
     path("api/v1/", include("flowsite.api_urls")),
     path("healthz", healthz, name="healthz"),
-    path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # The dashboard (executions.urls registers the name converter the others use).
+    path("", include("executions.urls")),
+    path("", include("functions.urls")),
+    path("", include("flowsite.audit.urls")),
 ]
 
 handler404 = "flowsite.api_errors.handler404"
