@@ -491,8 +491,30 @@ def task_heartbeat(*, token: str, actor) -> None:
     _report(row, ev.CallbackHeartbeat(_engine_token(row, token)), None, "", needs_event=False)
 
 
-def _waiting_row(task_id: Any) -> TaskToken:
-    row = TaskToken.objects.filter(pk=task_id).select_related("execution__flow").first()
+def _waiting_row(task_id: Any, execution_id: Any = None) -> TaskToken:
+    """The open task ``task_id``. A task's row is deleted when its execution ends, so a decision
+    that comes after another person's (which ended the execution) finds no row: when the form
+    also names the task's execution (``execution_id``) and that execution still exists, or when
+    a later task row exists (ids only grow, so this one existed), the answer is 409 "already
+    decided", not 404."""
+    if isinstance(task_id, bool) or not isinstance(task_id, int) or not 0 < task_id < 2**63:
+        raise ServiceError("no step is waiting with this id", code="TaskNotExist", status=404)
+    row = TaskToken.objects.filter(pk=task_id).first()
+    existed = row is None and (
+        (
+            isinstance(execution_id, int)
+            and not isinstance(execution_id, bool)
+            and 0 < execution_id < 2**63
+            and Execution.objects.filter(pk=execution_id).exists()
+        )
+        or TaskToken.objects.filter(pk__gt=task_id).exists()
+    )
+    if existed:
+        raise ServiceError(
+            "this step is no longer waiting: it was already decided, or its execution ended",
+            code="TaskAlreadyCompleted",
+            status=409,
+        )
     if row is None:
         raise ServiceError("no step is waiting with this id", code="TaskNotExist", status=404)
     if not row.is_open:
@@ -500,19 +522,24 @@ def _waiting_row(task_id: Any) -> TaskToken:
     return row
 
 
-def task_approve(*, task_id: int, output: Any = None, actor) -> int:
+def task_approve(
+    *, task_id: int, output: Any = None, actor, execution_id: int | None = None
+) -> int:
     """A person approves a step waiting for a callback (the dashboard; needs the approver
-    role). ``task_id`` is the waiting task's row id: the page never holds the token."""
+    role). ``task_id`` is the waiting task's row id (the page never holds the token);
+    ``execution_id``, when the page knows it, lets a late second decision be told apart."""
     actor = require(actor, Perm.APPROVE)
-    row = _waiting_row(task_id)
+    row = _waiting_row(task_id, execution_id)
     output = {} if output is None or output == "" else _parse_output(output)
     return _report(row, ev.CallbackSucceeded(row.fingerprint, output), actor, "task.approve")
 
 
-def task_reject(*, task_id: int, error: str, cause: str = "", actor) -> int:
+def task_reject(
+    *, task_id: int, error: str, cause: str = "", actor, execution_id: int | None = None
+) -> int:
     actor = require(actor, Perm.APPROVE)
     _check_failure(error, cause)
-    row = _waiting_row(task_id)
+    row = _waiting_row(task_id, execution_id)
     return _report(
         row,
         ev.CallbackFailed(row.fingerprint, error, cause),

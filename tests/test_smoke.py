@@ -118,7 +118,7 @@ def test_api_docs_page_uses_only_local_static_files(client, django_user_model, s
     # Anonymous visitors are sent to the login page first.
     redirect = client.get("/api/v1/docs/")
     assert redirect.status_code == 302
-    assert redirect["Location"].startswith("/admin/login/")
+    assert redirect["Location"].startswith("/login/")
 
     client.force_login(django_user_model.objects.create_user("docs", password="pw-docs-1234"))
     response = client.get("/api/v1/docs/")
