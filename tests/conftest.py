@@ -95,3 +95,56 @@ def _test_functions_folder():
     folders = [*settings.FLOWSITE_FUNCTIONS_PATH, TEST_FUNCTIONS_DIR]
     with override_settings(FLOWSITE_FUNCTIONS_PATH=folders):
         yield
+
+
+# --- no response ever carries a live task token ------------------------------------------------
+
+TOKENS_SEEN: set[str] = set()
+LEAKS: list[tuple[str, str]] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _watch_task_tokens():
+    """Record every task token flowsite derives during the run (the real, secret ones) and
+    check every response Django produces — test client, API client, live server — for any of
+    them. A leak fails the test that caused it (``_no_token_leak``)."""
+    from django.core.handlers.base import BaseHandler
+
+    from executions.runtime import transition, worker
+
+    real_token = transition.task_token
+
+    def recording(*args, **kwargs):
+        token = real_token(*args, **kwargs)
+        TOKENS_SEEN.add(token)
+        return token
+
+    real_get_response = BaseHandler.get_response
+
+    def scanned(self, request):
+        response = real_get_response(self, request)
+        if TOKENS_SEEN and not getattr(response, "streaming", False):
+            body = response.content.decode("utf-8", errors="replace")
+            for token in TOKENS_SEEN:
+                if token in body:
+                    LEAKS.append((request.get_full_path(), token))
+        return response
+
+    patches = [
+        (transition, "task_token", recording),
+        (worker, "task_token", recording),
+        (BaseHandler, "get_response", scanned),
+    ]
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
+    for obj, name, value in patches:
+        setattr(obj, name, value)
+    yield
+    for obj, name, value in saved:
+        setattr(obj, name, value)
+
+
+@pytest.fixture(autouse=True)
+def _no_token_leak():
+    LEAKS.clear()
+    yield
+    assert not LEAKS, f"a response carried a live task token: {LEAKS[:3]}"
