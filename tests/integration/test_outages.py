@@ -170,3 +170,18 @@ def test_redis_restart_under_load(loaded):
     )
     figures = _check(loaded, "it_redis_restart", back_at, starter)
     print(f"\nRedis restart: {figures}, web answers during it: {dict(starter.codes)}")
+
+
+def test_the_audit_log_refuses_update_and_delete_in_postgresql(loaded):
+    """Beyond the ORM's refusal: a trigger makes the audit table append-only for raw SQL too."""
+    import psycopg
+
+    loaded.create_flow("it_audited", chain("it_audited"))
+    assert loaded.scalar("SELECT COUNT(*) FROM audit_auditentry WHERE action = 'flow.create'")
+    for statement in (
+        "UPDATE audit_auditentry SET action = 'rewritten'",
+        "DELETE FROM audit_auditentry",
+    ):
+        with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+            loaded.sql(statement)
+    assert not loaded.scalar("SELECT COUNT(*) FROM audit_auditentry WHERE action = 'rewritten'")
