@@ -66,7 +66,7 @@ def test_swagger_ui_renders_from_local_files_only(
     # Anonymous visitors are sent to the login page first.
     page.fill("#id_username", "docs")
     page.fill("#id_password", "pw-docs-123")
-    page.click("input[type=submit]")
+    page.click("button[type=submit]")
     page.goto(f"{live_server.url}/api/v1/docs/")
     page.wait_for_selector("text=/api/v1/flows/", timeout=15_000)
     assert page.locator(".opblock").count() > 10
