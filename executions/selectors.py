@@ -518,6 +518,8 @@ def executions_filtered(f: ExecutionFilter) -> QuerySet[Execution]:
     from django.db import connection  # noqa: PLC0415
     from django.db.models import BooleanField  # noqa: PLC0415
     from django.db.models.expressions import RawSQL  # noqa: PLC0415
+    from django.db.models.functions import Substr  # noqa: PLC0415
+    from django.db.models.lookups import Exact  # noqa: PLC0415
 
     rows = executions_light()
     if f.statuses:
@@ -525,7 +527,11 @@ def executions_filtered(f: ExecutionFilter) -> QuerySet[Execution]:
     if f.flow:
         rows = rows.filter(flow__name=f.flow)
     if f.prefix:
-        rows = rows.filter(name__startswith=f.prefix)
+        # LIKE finds the rows over the name index; SQLite's LIKE ignores case, so the prefix
+        # is compared again exactly (as PostgreSQL's LIKE already does).
+        rows = rows.filter(name__startswith=f.prefix).filter(
+            Exact(Substr("name", 1, len(f.prefix)), f.prefix)
+        )
     if f.started_from is not None:
         rows = rows.filter(started_at__gte=f.started_from)
     if f.started_to is not None:
