@@ -564,6 +564,12 @@ def _decided(request: HttpRequest, task_id: int, verb: str, decide: Callable) ->
         error, status = exc.message, exc.status
         if exc.code == "TaskAlreadyCompleted":
             error = f"Already decided: {label} was approved, rejected or ended before this."
+        elif exc.code == "TaskNotExist":
+            # Decided, and its execution ended since (which clears its tasks), or never was.
+            error = (
+                "No step is waiting with this id: it was already decided and its execution "
+                "has ended, or the id is wrong."
+            )
     if request.htmx:
         # The row again: with its forms and the error while the step still waits, else what
         # became of it. Marked for pages.js, which lets htmx swap it in on a 4xx too.
