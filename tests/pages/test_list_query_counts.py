@@ -37,7 +37,7 @@ PAGES = {
     "executions, filtered": (
         "/executions/?status=Succeeded&status=Failed&flow=fa-1&name=e-&q=order.id+%3E%3D+2"
         "&started_from=2020-01-01T00:00",
-        10,
+        6,
     ),
     "executions, older page": ("/executions/?before=999999", 6),
     "executions, newer page": ("/executions/?after=1", 6),
