@@ -144,6 +144,10 @@ class HistoryEvent(models.Model):
                 fields=["execution", "event_id"], name="history_unique_event_id"
             )
         ]
+        indexes = [
+            # The execution page's history filtered by event type, keyset-paged by event id.
+            models.Index(fields=["execution", "type", "event_id"], name="history_type"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.event_id} {self.type} {self.step_name}"
@@ -208,6 +212,12 @@ class WorkItem(models.Model):
             models.Index(
                 fields=["worker"], name="workitem_running_worker", condition=Q(status="running")
             ),
+            # "Why is it waiting?": an execution's outstanding attempts, not all it ever made.
+            models.Index(
+                fields=["execution"],
+                name="workitem_open_execution",
+                condition=Q(status__in=["pending", "running"]),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -231,7 +241,13 @@ class Timer(models.Model):
         indexes = [
             models.Index(
                 fields=["due_at"], name="timer_open_due", condition=Q(fired_at__isnull=True)
-            )
+            ),
+            # "Why is it waiting?": an execution's unfired timers (a loop leaves fired ones).
+            models.Index(
+                fields=["execution", "due_at"],
+                name="timer_open_execution",
+                condition=Q(fired_at__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -328,3 +344,100 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name}"
+
+
+# --- the execution page's read model (kept by the runtime, see executions/detail.py) ------------
+
+
+class StepStatus(models.TextChoices):
+    """Where one visit of a state (one entry into it) stands."""
+
+    RUNNING = "running"
+    WAITING_CALLBACK = "waiting_callback"
+    WAITING_TIMER = "waiting_timer"  # a Wait state
+    RETRYING = "retrying"  # failed, a Retry rule's back-off timer runs
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CAUGHT = "caught"  # failed, and a Catch rule took over
+    CANCELLED = "cancelled"  # a failing sibling, a stop, or the execution's end closed it
+
+    @classmethod
+    def open(cls) -> tuple[str, ...]:
+        return (cls.RUNNING, cls.WAITING_CALLBACK, cls.WAITING_TIMER, cls.RETRYING)
+
+
+class StepVisit(models.Model):
+    """One entry into a state (its ``StepEntered`` event): status, times and attempts, written by
+    the transition that changes it, so the execution page reads visits without replaying the
+    history. ``node`` names the state in its flow version's graph (``detail.node_key``)."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="step_visits")
+    entry_id = models.PositiveIntegerField()  # the StepEntered event id
+    node = models.CharField(max_length=200)
+    state_name = models.CharField(max_length=128)
+    where = models.CharField(max_length=40, blank=True)  # "iteration 3", "branch 1"
+    status = models.CharField(max_length=16, choices=StepStatus.choices)
+    entered_at = models.DateTimeField()
+    exited_at = models.DateTimeField(null=True, blank=True)
+    exit_event_id = models.PositiveIntegerField(default=0)  # StepExited/StepFailed
+    attempts = models.PositiveIntegerField(default=0)  # TaskScheduled events
+    retries = models.PositiveIntegerField(default=0)
+    error = models.CharField(max_length=128, blank=True)
+    # The latest attempts (at most ``detail.MAX_TRIES``): event ids and times of each.
+    tries = models.JSONField(default=list)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "entry_id"], name="stepvisit_unique_entry")
+        ]
+        indexes = [
+            models.Index(fields=["execution", "node", "entry_id"], name="stepvisit_node"),
+            models.Index(
+                fields=["execution"], name="stepvisit_open", condition=Q(exited_at__isnull=True)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.state_name} #{self.entry_id} ({self.status})"
+
+
+class StepSummary(models.Model):
+    """Per execution and state: how many visits, how many are in each status now, and the
+    latest one. One row per state reached, so the step graph costs O(states) to colour."""
+
+    execution = models.ForeignKey(
+        Execution, on_delete=models.CASCADE, related_name="step_summaries"
+    )
+    node = models.CharField(max_length=200)
+    visits = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict)  # StepStatus value -> visits in it now
+    last_entry_id = models.PositiveIntegerField(default=0)
+    last_status = models.CharField(max_length=16, choices=StepStatus.choices)
+    last_entered_at = models.DateTimeField(null=True, blank=True)
+    last_exited_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "node"], name="stepsummary_unique_node")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node}: {self.visits} visits ({self.last_status})"
+
+
+class FlowVersionGraph(models.Model):
+    """A flow version's step graph as laid out by Graphviz (sanitised SVG with slots for the
+    statuses): drawn once, since a version never changes. ``renderer`` is the drawing code's
+    version; a row drawn by another is drawn again. ``error`` says why there is no drawing."""
+
+    flow_version = models.OneToOneField(
+        FlowVersion, on_delete=models.CASCADE, primary_key=True, related_name="graph_layout"
+    )
+    digest = models.CharField(max_length=64)
+    renderer = models.PositiveSmallIntegerField(default=0)
+    svg = models.TextField(blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"graph of version {self.flow_version_id}"

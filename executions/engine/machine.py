@@ -87,6 +87,16 @@ ERR_INTERNAL = "FnF.InternalError"
 # The error of a Fail state (legacy: fail step) that names none: never an empty error name.
 ERR_FAIL = "FnF.Fail"
 
+# Events of one task attempt (their ``schedule_event_id`` is the attempt's TaskScheduled), and
+# the execution's own events (no state entry).
+_ATTEMPT_EVENTS = frozenset(
+    {"TaskStarted", "TaskSubmitted", "TaskSubmitFailed", "TaskSucceeded", "TaskFailed",
+     "TaskTimedOut"}
+)  # fmt: skip
+_EXECUTION_EVENTS = frozenset(
+    {"ExecutionStarted", "ExecutionSucceeded", "ExecutionFailed", "ExecutionStopped"}
+)
+
 # ``graph.MAX_DUE`` is the latest deadline the engine sets: a Wait that would end later fails;
 # a timeout, heartbeat or retry delay that long is cut to it.
 
@@ -314,23 +324,44 @@ class _Run:
         # unless put again (the runtime has not deleted it yet when ``lookup`` is asked).
         self.cache: dict[str, Any] = {}
         self.dropped: list[str] = []
+        self.scheduled: dict[int, int] = {}  # TaskScheduled id -> its entry, for this step's events
 
     # ------------------------------------------------------------------ plumbing
 
     def emit(self, type_: str, sched: int, step_name: str = "", **detail) -> int:
+        """Append a history event. An event of a state entry also carries ``entry`` (the id of
+        the entry's StepEntered) beside its detail: not history, but what the runtime keeps its
+        per-state read model by (``executions/detail.py``) without searching older events."""
         eid = self.s["next_event_id"]
         self.s["next_event_id"] = eid + 1
-        self.events.append(
-            {
-                "event_id": eid,
-                "schedule_event_id": sched,
-                "type": type_,
-                "step_name": step_name,
-                "time": self.now,
-                "detail": detail,
-            }
-        )
+        event = {
+            "event_id": eid,
+            "schedule_event_id": sched,
+            "type": type_,
+            "step_name": step_name,
+            "time": self.now,
+            "detail": detail,
+        }
+        if type_ == "StepEntered":
+            event["entry"] = eid
+        elif type_ in _ATTEMPT_EVENTS:
+            event["entry"] = self.attempt_owner(sched)
+        elif type_ not in _EXECUTION_EVENTS:
+            event["entry"] = sched  # StepStarted/Exited/Failed, TaskScheduled, Branch*, Iteration*
+        if type_ == "TaskScheduled":
+            self.scheduled[eid] = sched
+        self.events.append(event)
         return eid
+
+    def attempt_owner(self, sched: int) -> int:
+        """The entry whose attempt ``sched`` (a TaskScheduled id) is: events of an attempt are
+        emitted while its entry is open and holds it as its current one."""
+        if sched in self.scheduled:
+            return self.scheduled[sched]
+        for entry in self.s["entries"].values():
+            if entry.get("sched") == sched:
+                return entry["id"]
+        return 0  # pragma: no cover - an attempt event always has an open entry
 
     def ignore(self, reason: str) -> None:
         self.ignored = reason
@@ -715,6 +746,10 @@ class _Run:
         scope = self.scope(sid)
         st = self.g.state(scope["path"], name)
         eid = self.emit("StepEntered", scope.get("sched", sid), name, input=raw)
+        # Which node of the definition this is, and which branch or iteration (read model only).
+        self.events[-1]["path"] = st.path
+        if scope["kind"] in ("branch", "iteration"):
+            self.events[-1]["where"] = [scope["kind"], scope["index"]]
         entry = {"id": eid, "scope": sid, "state": name, "raw": raw, "retries": 0, "attempt": 0}
         self.s["entries"][str(eid)] = entry
         scope["active"] = eid
@@ -1512,6 +1547,7 @@ class _Run:
                         return
                     break  # only the first matching rule counts
         self.emit("StepFailed", entry["id"], st.name, error=error, cause=cause)
+        failed = self.events[-1]
         del self.s["entries"][str(entry["id"])]
         scope = self.scope(entry["scope"])
         scope["active"] = None
@@ -1527,6 +1563,7 @@ class _Run:
         if catch is None:
             self.fail_scope(scope, error, cause)
             return
+        failed["caught"] = catch.next  # beside the detail, like ``entry`` (read model only)
         if self.legacy:
             local = dict(scope["local"])
             local.update(output)

@@ -30,6 +30,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from .. import detail
 from ..engine import events as ev
 from ..engine import machine
 from ..engine.compiler import compile_definition
@@ -283,6 +284,9 @@ def persist(execution: Execution, decision: ev.Decision, *, now: datetime) -> No
             for e in decision.events
         ]
     )
+    # The execution page's read model (a row per state visit and per state), in this same
+    # transaction; its cost grows with this transition's events only.
+    detail.record_transition(execution.pk, decision.events, now)
     new_work: list[int] = []
     puts: dict[str, ExecutionValue] = {}
     for command in decision.commands:
