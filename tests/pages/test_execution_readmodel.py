@@ -176,15 +176,23 @@ HOSTILE_INPUT = {
 }
 
 
+def load_demo() -> None:
+    call_command("flowsite_demo", "--quiet", stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def add_functions() -> None:
+    FunctionFactory(name="boom", handler="rthandlers.boom")
+    FunctionFactory(name="echo", handler="rthandlers.echo")
+
+
 @pytest.fixture
 def demo(db):
-    call_command("flowsite_demo", "--quiet", stdout=io.StringIO(), stderr=io.StringIO())
+    load_demo()
 
 
 @pytest.fixture
 def functions(db):
-    FunctionFactory(name="boom", handler="rthandlers.boom")
-    FunctionFactory(name="echo", handler="rthandlers.echo")
+    add_functions()
 
 
 def make_flow(name: str, definition: str) -> Flow:
