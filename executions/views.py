@@ -579,7 +579,12 @@ def _decided(request: HttpRequest, task_id: int, verb: str, decide: Callable) ->
                 list(selectors.waiting_tasks().filter(pk=task_id))
             )
         if still_open:
-            context = {"t": still_open[0], "row_error": error, "now": timezone.now()}
+            context = {
+                "t": still_open[0],
+                "row_error": error,
+                "output_text": request.POST.get("output", "")[:20_000],
+                "now": timezone.now(),
+            }
             response = render(request, "pages/_approval_row.html", context, status=status)
         else:
             context = {"row": row, "task_id": task_id, "label": label, "error": error, "verb": verb}
