@@ -251,9 +251,12 @@ def highlight_definition(text: str, digest: str) -> str | None:
     key = f"flowsite:definition-html:{digest}"
     html = cache.get(key)
     if html is None:
-        from pygments import highlight  # noqa: PLC0415
-        from pygments.formatters import HtmlFormatter  # noqa: PLC0415
-        from pygments.lexers import JsonLexer, YamlLexer  # noqa: PLC0415
+        try:
+            from pygments import highlight  # noqa: PLC0415
+            from pygments.formatters import HtmlFormatter  # noqa: PLC0415
+            from pygments.lexers import JsonLexer, YamlLexer  # noqa: PLC0415
+        except ImportError:  # pragma: no cover - an install without Pygments: plain text
+            return None
 
         lexer = JsonLexer() if text.lstrip().startswith(("{", "[")) else YamlLexer()
         html = highlight(text, lexer, HtmlFormatter(cssclass="highlight", linenos=False))
