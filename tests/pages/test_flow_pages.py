@@ -119,7 +119,8 @@ def test_the_diagram_is_embedded_when_the_execution_page_module_provides_it(clie
     FlowFactory(name="orders")
     monkeypatch.setattr(views, "flow_diagram", lambda version: mark_safe('<svg id="g"></svg>'))
     body = clients["viewer"].get(reverse("flow", args=["orders"])).content.decode()
-    assert '<div class="diagram"><svg id="g"></svg></div>' in body
+    assert '<div class="diagram graph-wrap"><svg id="g"></svg></div>' in body
+    assert "flowsite/execution.css" in body  # the graph's own styles
 
     def broken(version):
         raise RuntimeError("no graphviz")

@@ -116,3 +116,17 @@ def test_query_counts_do_not_grow_with_the_data(demo, no_diagram, django_assert_
         with django_assert_max_num_queries(limit):
             admin.get(url)
         assert small[name] <= limit, (name, small[name])
+
+
+def test_the_flow_page_with_its_diagram_costs_the_same_at_both_sizes(demo):
+    admin = client_for("admin")
+    url = "/flows/demo-approval-v2/"
+    admin.get(url)  # the first view lays the graph out once for the version (then it is kept)
+    add_data(1, "a")
+    with CaptureQueriesContext(connection) as small:
+        response = admin.get(url)
+    assert 'class="diagram graph-wrap"><svg' in response.content.decode()
+    add_data(8, "b")
+    with CaptureQueriesContext(connection) as large:
+        admin.get(url)
+    assert len(large.captured_queries) == len(small.captured_queries) <= PAGES["flow"][1] + 1
