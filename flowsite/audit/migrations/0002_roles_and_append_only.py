@@ -35,12 +35,15 @@ def remove_roles(apps, schema_editor):
 
 def add_trigger(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(TRIGGER)
+        # A cursor without parameters: the body's "%" is PL/pgSQL's, not a placeholder.
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute(TRIGGER)
 
 
 def drop_trigger(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(UNTRIGGER)
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute(UNTRIGGER)
 
 
 class Migration(migrations.Migration):
