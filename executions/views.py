@@ -542,6 +542,13 @@ def _row_id(value: int) -> int:
     return value if 0 < value <= selectors.MAX_ID else 0
 
 
+def _execution_field(request: HttpRequest) -> int | None:
+    """The decided task's execution, which the forms carry: with it the service tells a late
+    second decision ("already decided", 409) from a wrong id, after the task's row is gone."""
+    text = request.POST.get("execution", "")
+    return _row_id(int(text)) or None if text.isdigit() and len(text) < 19 else None
+
+
 def _task_label(task_id: int) -> tuple[TaskToken | None, str]:
     row = (
         TaskToken.objects.filter(pk=task_id)
@@ -615,7 +622,9 @@ def task_approve(request: HttpRequest, task_id: int) -> HttpResponse:
             output, error = parse_json_text(text, "the output")
             if error:
                 raise ServiceError(error, code="InvalidArgument")
-        services.task_approve(task_id=task_id, output=output, actor=actor)
+        services.task_approve(
+            task_id=task_id, output=output, actor=actor, execution_id=_execution_field(request)
+        )
 
     return _decided(request, task_id, "Approved", decide)
 
@@ -630,6 +639,12 @@ def task_reject(request: HttpRequest, task_id: int) -> HttpResponse:
     def decide(actor):
         if not error:
             raise ServiceError("write an error code (why it is rejected)", code="InvalidArgument")
-        services.task_reject(task_id=task_id, error=error, cause=cause, actor=actor)
+        services.task_reject(
+            task_id=task_id,
+            error=error,
+            cause=cause,
+            actor=actor,
+            execution_id=_execution_field(request),
+        )
 
     return _decided(request, task_id, "Rejected", decide)
