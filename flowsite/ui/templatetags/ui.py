@@ -18,19 +18,21 @@ from django.utils.http import urlencode
 register = template.Library()
 
 # Status -> (css modifier, symbol, label). Colour is never the only cue: every badge has a
-# symbol and a word (the colours are Okabe-Ito, safe for colour-blind readers).
+# symbol and a word (the colours are Okabe-Ito, safe for colour-blind readers). The symbols are
+# from blocks common fonts cover (DejaVu, Liberation): emoji-like ones (✋ ⏲ ⌛) show as boxes
+# on machines without an emoji font.
 STATUSES = {
     "Starting": ("starting", "◔", "Starting"),
     "Running": ("running", "▶", "Running"),
     "Succeeded": ("succeeded", "✓", "Succeeded"),
     "Failed": ("failed", "✕", "Failed"),
     "Stopped": ("stopped", "■", "Stopped"),
-    "TimedOut": ("timedout", "⧗", "Timed out"),
+    "TimedOut": ("timedout", "◴", "Timed out"),
     # step states (the graph and the visits list)
     "not_reached": ("idle", "○", "Not reached"),
     "running": ("running", "▶", "Running"),
-    "waiting_callback": ("waiting", "✋", "Waiting for a callback"),
-    "waiting_timer": ("timer", "⏲", "Waiting on a timer"),
+    "waiting_callback": ("waiting", "✉", "Waiting for a callback"),
+    "waiting_timer": ("timer", "◷", "Waiting on a timer"),
     "succeeded": ("succeeded", "✓", "Succeeded"),
     "failed": ("failed", "✕", "Failed"),
     "caught": ("caught", "↷", "Failed, caught"),
@@ -38,7 +40,7 @@ STATUSES = {
     "cancelled": ("stopped", "■", "Cancelled"),
     # function invocations
     "Enqueued": ("starting", "◔", "Enqueued"),
-    "Expired": ("stopped", "⌛", "Expired"),
+    "Expired": ("stopped", "◴", "Expired"),
 }
 
 
