@@ -31,11 +31,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Q, TextField
+from django.db import connection, transaction
+from django.db.models import TextField
 from django.db.models.functions import Cast, Length, Substr
 from django.utils import timezone
 
@@ -109,15 +109,6 @@ STATUS_WORDS = {
     StepStatus.CAUGHT: "Failed, caught",
     StepStatus.CANCELLED: "Cancelled",
 }
-_VISIT_FIELDS = ["status", "exited_at", "exit_event_id", "attempts", "retries", "error", "tries"]
-_SUMMARY_FIELDS = [
-    "visits",
-    "counts",
-    "last_entry_id",
-    "last_status",
-    "last_entered_at",
-    "last_exited_at",
-]
 
 
 # === the read model ==========================================================================
@@ -135,27 +126,48 @@ def _where(event: dict) -> str:
     return f"branch {index + 1}" if kind == "branch" else f"item {index}"
 
 
-def _new_visit(execution_id: int, event: dict) -> StepVisit:
-    return StepVisit(
-        execution_id=execution_id,
+class _Visit:
+    """A visit as the writer handles it (a ``StepVisit`` row without the ORM's per-object cost:
+    an inline Pass/Choice loop writes hundreds in one transition)."""
+
+    __slots__ = (
+        "pk", "entry_id", "node", "state_name", "where", "status", "entered_at", "exited_at",
+        "exit_event_id", "attempts", "retries", "error", "tries",
+    )  # fmt: skip
+
+    def __init__(self, **values):
+        self.pk = None
+        self.exited_at = None
+        self.exit_event_id = self.attempts = self.retries = 0
+        self.error = ""
+        self.tries = []
+        for name, value in values.items():
+            setattr(self, name, value)
+
+
+_ROW = ("entry_id", "node", "state_name", "where", "status", "entered_at", "exited_at",
+        "exit_event_id", "attempts", "retries", "error", "tries")  # fmt: skip
+
+
+def _new_visit(event: dict) -> _Visit:
+    return _Visit(
         entry_id=event["entry"],
         node=node_key(event.get("path") or ""),
         state_name=(event.get("step_name") or "")[:128],
         where=_where(event),
         status=StepStatus.RUNNING,
         entered_at=event["time"],
-        tries=[],
     )
 
 
-def _try_of(visit: StepVisit, sched: int) -> dict | None:
+def _try_of(visit: _Visit, sched: int) -> dict | None:
     for one in reversed(visit.tries):
         if one.get("s") == sched:
             return one
     return None
 
 
-def _apply(visit: StepVisit, event: dict) -> None:
+def _apply(visit: _Visit, event: dict) -> None:
     """One event of the visit's entry, in history order."""
     kind = event["type"]
     detail = event.get("detail") or {}
@@ -170,8 +182,8 @@ def _apply(visit: StepVisit, event: dict) -> None:
         visit.attempts += 1
         visit.retries = _int(detail.get("retry_count"), visit.retries)
         visit.status = StepStatus.RUNNING
-        tries = [*visit.tries, {"n": _int(detail.get("attempt"), visit.attempts),
-                                "s": event["event_id"], "at": _iso(when)}]  # fmt: skip
+        number = _int(detail.get("attempt"), visit.attempts)
+        tries = [*visit.tries, {"n": number, "s": event["event_id"], "at": _iso(when)}]
         visit.tries = tries[-MAX_TRIES:]
     elif kind in _ATTEMPT_EVENTS:
         one = _try_of(visit, event["schedule_event_id"])
@@ -194,7 +206,6 @@ def _apply(visit: StepVisit, event: dict) -> None:
                 visit.status = StepStatus.RETRYING
             else:
                 visit.status = StepStatus.RUNNING
-        visit.tries = list(visit.tries)  # (a changed JSON value, for bulk_update)
     elif kind in ("BranchExited", "IterationExited"):
         if "error" in detail and not detail.get("cancelled"):
             visit.error = str(detail["error"])[:128]
@@ -217,7 +228,7 @@ def _int(value: Any, default: int) -> int:
 def record_transition(execution_id: int, events: list[dict], now: datetime) -> None:
     """Keep the read model up to date with one transition's events (inside its transaction,
     under the execution's lock). Cost: the rows of the entries these events touch, plus the
-    visits still open when the execution ends."""
+    visits still open when the execution ends; at most five statements."""
     touched: list[dict] = []
     starts = False
     ended_at: datetime | None = None
@@ -232,22 +243,18 @@ def record_transition(execution_id: int, events: list[dict], now: datetime) -> N
         return
     new_ids = {e["entry"] for e in touched if e["type"] == "StepEntered"}
     old_ids = {e["entry"] for e in touched} - new_ids
-    visits: dict[int, StepVisit] = {}
+    visits: dict[int, _Visit] = {}
     before: dict[int, str] = {}
     if old_ids or ended_at is not None:
-        parts = [Q(entry_id__in=old_ids)] if old_ids else []
-        if ended_at is not None:
-            parts.append(Q(exited_at__isnull=True))
-        wanted = parts[0] if len(parts) == 1 else parts[0] | parts[1]
-        for visit in StepVisit.objects.filter(execution_id=execution_id).filter(wanted):
+        for visit in _read_visits(execution_id, old_ids, still_open=ended_at is not None):
             visits[visit.entry_id] = visit
             before[visit.entry_id] = visit.status
-    created: list[StepVisit] = []
+    created: list[_Visit] = []
     changed: set[int] = set()
     for event in touched:
         entry = event["entry"]
         if event["type"] == "StepEntered":
-            visit = visits[entry] = _new_visit(execution_id, event)
+            visit = visits[entry] = _new_visit(event)
             created.append(visit)
             continue
         visit = visits.get(entry)
@@ -262,36 +269,165 @@ def record_transition(execution_id: int, events: list[dict], now: datetime) -> N
                 visit.status = StepStatus.CANCELLED
                 visit.exited_at = ended_at
                 changed.add(entry)
-    if created:
-        StepVisit.objects.bulk_create(created)
     updated = [visits[e] for e in changed if e in before]
-    if updated:
-        StepVisit.objects.bulk_update(updated, _VISIT_FIELDS)
-    _summarise(execution_id, created, updated, before, marker=starts)
+    adapt = _Adapt()
+    _write_visits(execution_id, created, updated, adapt)
+    _summarise(execution_id, created, updated, before, adapt, marker=starts)
+
+
+# Written with plain statements: the ORM's bulk methods cost more per row than the rest of a
+# transition of inline states. Values are adapted by the database backend's own operations
+# (times, JSON), so both SQLite and PostgreSQL get what their Django fields would send.
+
+
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _columns(names) -> str:
+    return ", ".join(connection.ops.quote_name(n) for n in names)
+
+
+def _as_time(value: Any) -> datetime | None:
+    """A time as the database gave it back to a plain query (SQLite: UTC text)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    moment = datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class _Adapt:
+    """Values as the backend's fields would send them, for one transition: its events share
+    one clock reading, so each moment is converted once (this is most of the writer's cost)."""
+
+    def __init__(self):
+        self.ops = connection.ops
+        self.times: dict[datetime, Any] = {}
+
+    def time(self, value: datetime | None):
+        if value is None:
+            return None
+        done = self.times.get(value)
+        if done is None:
+            done = self.times[value] = self.ops.adapt_datetimefield_value(value)
+        return done
+
+    def json(self, value: Any):
+        return self.ops.adapt_json_value(value, None)
+
+
+_READ = ("id", "entry_id", "node", "status", "exited_at", "attempts", "retries", "error", "tries")
+
+
+def _read_visits(execution_id: int, entries: set[int], *, still_open: bool) -> list[_Visit]:
+    """The visits of ``entries`` (and, with ``still_open``, every visit not left yet)."""
+    where = []
+    params: list[Any] = [execution_id]
+    if entries:
+        where.append(f"entry_id IN ({', '.join(['%s'] * len(entries))})")
+        params += sorted(entries)
+    if still_open:
+        where.append("exited_at IS NULL")
+    sql = (
+        f"SELECT {_columns(_READ)} FROM {_table(StepVisit)} "
+        f"WHERE execution_id = %s AND ({' OR '.join(where)})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    out = []
+    for pk, entry, node, status, exited_at, attempts, retries, error, tries in rows:
+        if isinstance(tries, str | bytes):  # (SQLite hands JSON back as text)
+            tries = json.loads(tries)
+        visit = _Visit(
+            entry_id=entry, node=node, status=status, attempts=attempts, retries=retries,
+            error=error, tries=tries or [], entered_at=None,
+        )  # fmt: skip
+        visit.pk = pk
+        visit.exited_at = _as_time(exited_at)
+        out.append(visit)
+    return out
+
+
+def _write_visits(
+    execution_id: int, created: list[_Visit], updated: list[_Visit], adapt: _Adapt
+) -> None:
+    _time, _json = adapt.time, adapt.json
+    with connection.cursor() as cursor:
+        if created:
+            names = ("execution_id", *_ROW)
+            marks = ", ".join(["%s"] * len(names))
+            cursor.executemany(
+                f"INSERT INTO {_table(StepVisit)} ({_columns(names)}) VALUES ({marks})",
+                [
+                    (
+                        execution_id,
+                        v.entry_id,
+                        v.node,
+                        v.state_name,
+                        v.where,
+                        v.status,
+                        _time(v.entered_at),
+                        _time(v.exited_at),
+                        v.exit_event_id,
+                        v.attempts,
+                        v.retries,
+                        v.error,
+                        _json(v.tries),
+                    )  # fmt: skip
+                    for v in created
+                ],
+            )
+        if updated:
+            # exited_at: set once, when the visit is left (COALESCE keeps it as it was).
+            cursor.executemany(
+                f"UPDATE {_table(StepVisit)} SET status = %s, "
+                "exited_at = COALESCE(exited_at, %s), exit_event_id = %s, attempts = %s, "
+                "retries = %s, error = %s, tries = %s WHERE id = %s",
+                [
+                    (
+                        v.status,
+                        _time(v.exited_at),
+                        v.exit_event_id,
+                        v.attempts,
+                        v.retries,
+                        v.error,
+                        _json(v.tries),
+                        v.pk,
+                    )  # fmt: skip
+                    for v in updated
+                ],
+            )
 
 
 @dataclass
 class _Delta:
     visits: int = 0
     counts: dict[str, int] = field(default_factory=dict)
-    latest: StepVisit | None = None
+    latest: _Visit | None = None
 
     def add(self, status: str, n: int) -> None:
         self.counts[status] = self.counts.get(status, 0) + n
 
-    def see(self, visit: StepVisit) -> None:
+    def see(self, visit: _Visit) -> None:
         if self.latest is None or visit.entry_id >= self.latest.entry_id:
             self.latest = visit
 
 
+_COUNTS = tuple(StepStatus.values)  # the counter columns, named after the statuses
+
+
 def _summarise(
     execution_id: int,
-    created: list[StepVisit],
-    updated: list[StepVisit],
+    created: list[_Visit],
+    updated: list[_Visit],
     before: dict[int, str],
+    adapt: _Adapt,
     *,
     marker: bool = False,
 ) -> None:
+    """Add this transition's changes to the states' summaries: one statement, no read (the
+    counters are added to in the database, the latest visit kept by its entry id)."""
     deltas: dict[str, _Delta] = {}
     for visit in created:
         delta = deltas.setdefault(visit.node, _Delta())
@@ -311,41 +447,53 @@ def _summarise(
         deltas.setdefault("", _Delta())
     if not deltas:
         return
-    rows = {
-        row.node: row
-        for row in StepSummary.objects.filter(execution_id=execution_id, node__in=list(deltas))
-    }
-    out = []
+    rows = []
+    _time = adapt.time
     for node, delta in deltas.items():
-        row = rows.get(node)
-        counts = dict(row.counts) if row is not None else {}
-        for status, n in delta.counts.items():
-            counts[status] = counts.get(status, 0) + n
-            if counts[status] <= 0:
-                del counts[status]
-        summary = StepSummary(
-            execution_id=execution_id,
-            node=node,
-            visits=(row.visits if row is not None else 0) + delta.visits,
-            counts=counts,
-            last_entry_id=row.last_entry_id if row is not None else 0,
-            last_status=row.last_status if row is not None else StepStatus.RUNNING,
-            last_entered_at=row.last_entered_at if row is not None else None,
-            last_exited_at=row.last_exited_at if row is not None else None,
-        )
         latest = delta.latest
-        if latest is not None and latest.entry_id >= summary.last_entry_id:
-            summary.last_entry_id = latest.entry_id
-            summary.last_status = latest.status
-            summary.last_entered_at = latest.entered_at
-            summary.last_exited_at = latest.exited_at
-        out.append(summary)
-    StepSummary.objects.bulk_create(
-        out,
-        update_conflicts=True,
-        unique_fields=["execution", "node"],
-        update_fields=_SUMMARY_FIELDS,
-    )
+        rows.append(
+            (
+                execution_id, node, delta.visits, *(delta.counts.get(c, 0) for c in _COUNTS),
+                latest.entry_id if latest else 0,
+                latest.status if latest else StepStatus.RUNNING,
+                _time(latest.entered_at) if latest else None,
+                _time(latest.exited_at) if latest else None,
+            )
+        )  # fmt: skip
+    table = _table(StepSummary)
+    q = connection.ops.quote_name
+    names = ("execution_id", "node", "visits", *_COUNTS, "last_entry_id", "last_status",
+             "last_entered_at", "last_exited_at")  # fmt: skip
+
+    def old(name: str) -> str:
+        return f"{table}.{q(name)}"
+
+    def new(name: str) -> str:
+        return f"excluded.{q(name)}"
+
+    newer = f"{new('last_entry_id')} > {old('last_entry_id')}"
+    same_or_newer = f"{new('last_entry_id')} >= {old('last_entry_id')}"
+    sets = [f"{q(n)} = {old(n)} + {new(n)}" for n in ("visits", *_COUNTS)]
+    sets += [
+        # A new visit (a higher entry id) becomes the latest; a change to the latest one
+        # (the same id) moves its status and when it was left; an older one changes neither.
+        f"{q('last_status')} = CASE WHEN {same_or_newer} "
+        f"THEN {new('last_status')} ELSE {old('last_status')} END",
+        f"{q('last_exited_at')} = CASE WHEN {same_or_newer} "
+        f"THEN {new('last_exited_at')} ELSE {old('last_exited_at')} END",
+        f"{q('last_entered_at')} = CASE WHEN {newer} "
+        f"THEN {new('last_entered_at')} ELSE {old('last_entered_at')} END",
+        f"{q('last_entry_id')} = CASE WHEN {newer} "
+        f"THEN {new('last_entry_id')} ELSE {old('last_entry_id')} END",
+    ]
+    with connection.cursor() as cursor:
+        # SQLite (3.24 and later) and PostgreSQL both speak this upsert.
+        cursor.executemany(
+            f"INSERT INTO {table} ({_columns(names)}) "
+            f"VALUES ({', '.join(['%s'] * len(names))}) "
+            f"ON CONFLICT (execution_id, node) DO UPDATE SET {', '.join(sets)}",
+            rows,
+        )
 
 
 # --- rebuilding from the history (executions older than the read model) -----------------------
@@ -444,11 +592,11 @@ def rebuild(execution: Execution) -> None:
             .iterator(chunk_size=1000)
         )
         events = _tagged_history(graph, rows)
-        visits: dict[int, StepVisit] = {}
+        visits: dict[int, _Visit] = {}
         ended_at = None
         for event in events:
             if event.get("entry") and event["type"] == "StepEntered":
-                visits[event["entry"]] = _new_visit(execution.pk, event)
+                visits[event["entry"]] = _new_visit(event)
             elif event.get("entry") in visits:
                 _apply(visits[event["entry"]], event)
             elif event["type"] in _TERMINAL:
@@ -459,8 +607,9 @@ def rebuild(execution: Execution) -> None:
                     visit.status = StepStatus.CANCELLED
                     visit.exited_at = ended_at
         created = list(visits.values())
-        StepVisit.objects.bulk_create(created, batch_size=500)
-        _summarise(execution.pk, created, [], {}, marker=True)
+        adapt = _Adapt()
+        _write_visits(execution.pk, created, [], adapt)
+        _summarise(execution.pk, created, [], {}, adapt, marker=True)
 
 
 # === reads ===================================================================================
@@ -496,17 +645,18 @@ def step_statuses(execution: Execution) -> dict[str, NodeStatus]:
     """Each reached state's status (by node key) from the summaries: O(states). A state with
     open visits shows the most pressing of them, else its latest visit's outcome."""
     rows = list(
-        StepSummary.objects.filter(execution_id=execution.pk).values_list(
-            "node", "visits", "counts", "last_status"
+        StepSummary.objects.filter(execution_id=execution.pk).only(
+            "node", "visits", "last_status", *_COUNTS
         )
     )
-    if execution.event_count and not any(node == "" for node, *_ in rows):
+    if execution.event_count and not any(row.node == "" for row in rows):
         rebuild(execution)
         return step_statuses(execution) if _has_marker(execution) else {}
     statuses = {}
-    for node, visits, counts, last in rows:
-        if not node:
+    for row in rows:
+        if not row.node:
             continue
+        node, visits, counts, last = row.node, row.visits, row.counts, row.last_status
         status = next((s for s in _SHOWN_FIRST if counts.get(s)), last)
         statuses[node] = NodeStatus(str(status), visits, describe(status, visits, counts))
     return statuses
@@ -799,6 +949,26 @@ class VisitView:
     hidden_attempts: int  # attempts made but not listed (only the latest are kept)
 
     @property
+    def input_text(self) -> str | None:
+        """The visit's input as indented JSON (None: too long to show whole, or unknown)."""
+        return _part(self.input, "input")
+
+    @property
+    def output_text(self) -> str | None:
+        if self.result is None or self.result.type != "StepExited":
+            return None
+        return _part(self.result, "output")
+
+    @property
+    def next_state(self) -> str:
+        value = _parsed(self.result).get("next") if self.result is not None else None
+        return value if isinstance(value, str) else ""
+
+    @property
+    def cause(self) -> str:
+        return _field(self.result, "cause") if self.result is not None else ""
+
+    @property
     def duration(self) -> float | None:
         end = self.visit.exited_at
         if end is None:
@@ -890,15 +1060,28 @@ def state_visits(
     return VisitsPage(key, views, following, total)
 
 
+def _parsed(row: EventRow | None) -> dict:
+    """An event's detail, when the page holds all of it."""
+    if row is None or row.pretty is None:
+        return {}
+    try:
+        value = json.loads(row.pretty)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _field(row: EventRow, name: str) -> str:
-    """A string field of an event's detail (from its preview when the detail is long)."""
-    if row.pretty is not None:
-        try:
-            value = json.loads(row.pretty).get(name, "")
-        except (ValueError, AttributeError):
-            return ""
-        return value if isinstance(value, str) else json.dumps(value)
-    return ""
+    """A string field of an event's detail ("" when the detail is too long to hold whole)."""
+    value = _parsed(row).get(name, "")
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _part(row: EventRow | None, name: str) -> str | None:
+    detail = _parsed(row)
+    if name not in detail:
+        return None
+    return json.dumps(detail[name], indent=2, ensure_ascii=False)
 
 
 # --- the timeline --------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ _GEOMETRY = re.compile(r"^[-0-9.,eMCLZHVQSTAmclzhvqsta ]*$")
 _NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
 
 
+@lru_cache(maxsize=4096)
 def node_key(path: str) -> str:
     """The node id of the state at ``path``: readable, stable, ``[A-Za-z0-9_-]`` only. A path
     too long for that (deep nesting) is named by its digest instead."""

@@ -371,7 +371,10 @@ class StepVisit(models.Model):
     the transition that changes it, so the execution page reads visits without replaying the
     history. ``node`` names the state in its flow version's graph (``detail.node_key``)."""
 
-    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="step_visits")
+    # (No index of its own: the unique constraint's index starts with it.)
+    execution = models.ForeignKey(
+        Execution, on_delete=models.CASCADE, related_name="step_visits", db_index=False
+    )
     entry_id = models.PositiveIntegerField()  # the StepEntered event id
     node = models.CharField(max_length=200)
     state_name = models.CharField(max_length=128)
@@ -403,14 +406,23 @@ class StepVisit(models.Model):
 
 class StepSummary(models.Model):
     """Per execution and state: how many visits, how many are in each status now, and the
-    latest one. One row per state reached, so the step graph costs O(states) to colour."""
+    latest one. One row per state reached, so the step graph costs O(states) to colour. The
+    runtime adds to the counters in one statement (``INSERT … ON CONFLICT DO UPDATE``)."""
 
     execution = models.ForeignKey(
-        Execution, on_delete=models.CASCADE, related_name="step_summaries"
+        Execution, on_delete=models.CASCADE, related_name="step_summaries", db_index=False
     )
     node = models.CharField(max_length=200)
     visits = models.PositiveIntegerField(default=0)
-    counts = models.JSONField(default=dict)  # StepStatus value -> visits in it now
+    # How many of the visits are in each StepStatus now.
+    running = models.IntegerField(default=0)
+    waiting_callback = models.IntegerField(default=0)
+    waiting_timer = models.IntegerField(default=0)
+    retrying = models.IntegerField(default=0)
+    succeeded = models.IntegerField(default=0)
+    failed = models.IntegerField(default=0)
+    caught = models.IntegerField(default=0)
+    cancelled = models.IntegerField(default=0)
     last_entry_id = models.PositiveIntegerField(default=0)
     last_status = models.CharField(max_length=16, choices=StepStatus.choices)
     last_entered_at = models.DateTimeField(null=True, blank=True)
@@ -423,6 +435,10 @@ class StepSummary(models.Model):
 
     def __str__(self) -> str:
         return f"{self.node}: {self.visits} visits ({self.last_status})"
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {s: getattr(self, s) for s in StepStatus.values if getattr(self, s)}
 
 
 class FlowVersionGraph(models.Model):

@@ -267,6 +267,7 @@ def snapshot(execution: Execution) -> tuple[list, list]:
             "retries",
             "error",
             "exit_event_id",
+            "entered_at",
             "exited_at",
             "tries",
         )  # fmt: skip
@@ -274,7 +275,15 @@ def snapshot(execution: Execution) -> tuple[list, list]:
     summaries = list(
         StepSummary.objects.filter(execution=execution)
         .order_by("node")
-        .values("node", "visits", "counts", "last_status", "last_entry_id")
+        .values(
+            "node",
+            "visits",
+            *StepStatus.values,
+            "last_status",
+            "last_entry_id",
+            "last_entered_at",
+            "last_exited_at",
+        )  # fmt: skip
     )
     return visits, summaries
 
