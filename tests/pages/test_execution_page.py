@@ -397,8 +397,8 @@ def test_a_state_lists_its_visits_with_attempts_input_output_and_errors(function
     assert text.count("RuntimeError") >= 3
     assert "boom" in text  # a cause
     assert '"why": "<img src=x onerror=alert(1)>"' in text  # the input, as text
-    assert "Error RuntimeError" in text and "raise RuntimeError(\"boom\")" in text
-    assert "\"input\": {" not in text  # the input itself, not the event detail around it
+    assert "Error RuntimeError" in text and 'raise RuntimeError("boom")' in text
+    assert '"input": {' not in text  # the input itself, not the event detail around it
     # without htmx: the whole page, with this state's visits in the panel
     page = client.get(url(execution, "states/States-0/"))
     assert page.status_code == 200 and b'class="visits" data-node="States-0"' in page.content
@@ -616,3 +616,75 @@ def test_failed_and_succeeded_pages_show_their_result(db):
     text, elements = check_html(client.get(url(start("pass", {"a": "<b>x</b>"}))).content)
     assert '"x": "<b>x</b>"' in text
     assert "is-succeeded" in classes_of(elements, "States-0")
+
+
+def _running(db_):
+    make_flow("task", TASK_FLOW)
+    return start("task"), "States-0"
+
+
+def _waiting_callback(db_):
+    execution = start("demo-approval", {"request_id": "PO-7", "approver": "x", "summary": "s"})
+    run_pending(execution)
+    return execution, "steps-0"
+
+
+def _waiting_timer(db_):
+    make_flow("wait", WAIT_FLOW)
+    return start("wait"), "States-0"
+
+
+def _retrying(db_):
+    make_flow("retry", RETRY_CATCH_FLOW)
+    execution = start("retry")
+    run_pending(execution)
+    return execution, "States-0"
+
+
+def _succeeded(db_):
+    make_flow("pass", PASS_FLOW)
+    return start("pass", {"a": 1}), "States-0"
+
+
+def _failed(db_):
+    make_flow("fail", FAIL_FLOW)
+    return start("fail"), "States-0"
+
+
+def _caught(db_):
+    make_flow("retry", RETRY_CATCH_FLOW)
+    return drive(start("retry")), "States-0"
+
+
+def _cancelled(db_):
+    make_flow("wait", WAIT_FLOW)
+    execution = start("wait")
+    services.execution_stop(execution=execution, error="Stopped", cause="x", actor=SYSTEM)
+    return execution, "States-0"
+
+
+@pytest.mark.parametrize(
+    ("make", "status", "symbol"),
+    [
+        (_running, "running", "▶"),
+        (_waiting_callback, "waiting-callback", "✉"),
+        (_waiting_timer, "waiting-timer", "◷"),
+        (_retrying, "retrying", "↻"),
+        (_succeeded, "succeeded", "✓"),
+        (_failed, "failed", "✕"),
+        (_caught, "caught", "↷"),
+        (_cancelled, "cancelled", "■"),
+    ],
+    ids=lambda v: v if isinstance(v, str) and v.isascii() else None,
+)
+def test_each_status_is_drawn_on_the_graph_with_a_symbol(demo, functions, make, status, symbol):
+    execution, key = make(None)
+    body = client_for("viewer").get(url(execution)).content.decode()
+    node = re.search(rf'<g id="gn-{key}" class="([^"]*)".*?</g></g>', body, re.S)
+    assert node is not None
+    assert f"is-{status}" in node.group(1).split()
+    icon = re.search(r'class="fg-icon">([^<]*)</text>', node.group(0))
+    assert icon is not None and icon.group(1) == symbol
+    # and in words, in the node's tooltip and in the list of states
+    word = detail.STATUS_WORDS[status.replace("-", "_")]
+    assert f"— {word}" in node.group(0)
