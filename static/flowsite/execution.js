@@ -13,8 +13,8 @@
   var BADGES = {
     not_reached: ["idle", "○", "Not reached"],
     running: ["running", "▶", "Running"],
-    waiting_callback: ["waiting", "✋", "Waiting for a callback"],
-    waiting_timer: ["timer", "⏲", "Waiting on a timer"],
+    waiting_callback: ["waiting", "✉", "Waiting for a callback"],
+    waiting_timer: ["timer", "◷", "Waiting on a timer"],
     retrying: ["retrying", "↻", "Retrying"],
     succeeded: ["succeeded", "✓", "Succeeded"],
     failed: ["failed", "✕", "Failed"],
