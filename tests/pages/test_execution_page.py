@@ -283,12 +283,16 @@ def test_live_partial_polls_while_running_and_says_stop_once_ended(functions):
          "data-label": "Running"}
     ]  # fmt: skip
     assert "Queued for a worker" in text
-    oob = [a.get("id") for t, a in elements if "hx-swap-oob" in a]
-    assert {"exec-head", "exec-why", "exec-result"} <= set(oob)
+    oob = {a.get("id") for t, a in elements if "hx-swap-oob" in a}
+    # the buttons are left alone while it runs (a reason being typed must stay)
+    assert oob == {"exec-status", "exec-why", "exec-result"}
     drive(execution)
     ended = client.get(url(execution, "live/"), {"history_live": "1", "since": "3"}, **HTMX)
     assert ended.status_code == 286
     text, elements = check_html(ended.content)
+    oob = {a.get("id") for t, a in elements if "hx-swap-oob" in a}
+    # (and the new rows, into the top of the history: a tbody, taken from a template)
+    assert {"exec-status", "exec-actions", "exec-why", "exec-result", "history-since", None} == oob
     assert [a["data-status"] for t, a in elements if t == "li" and "data-node" in a] == [
         "succeeded"
     ]
