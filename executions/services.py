@@ -35,6 +35,8 @@ from .models import (
     Heartbeat,
     HistoryEvent,
     QueueMessage,
+    StepSummary,
+    StepVisit,
     TaskToken,
     Timer,
     WorkItem,
@@ -382,7 +384,16 @@ def executions_delete(*, executions: QuerySet[Execution]) -> tuple[int, int]:
             # Children first: each is one DELETE … WHERE execution_id IN (…) (nothing refers to
             # them, so Django deletes them without loading a row); then the executions, loaded
             # without their heavy columns for the cascade to look at.
-            for model in (HistoryEvent, WorkItem, Timer, TaskToken, ExecutionValue, QueueMessage):
+            for model in (
+                HistoryEvent,
+                WorkItem,
+                Timer,
+                TaskToken,
+                ExecutionValue,
+                QueueMessage,
+                StepVisit,
+                StepSummary,
+            ):
                 model.objects.filter(execution_id__in=ids).delete()
             _, per_model = (
                 Execution.objects.filter(pk__in=ids, status__in=ExecutionStatus.closed())
