@@ -522,9 +522,9 @@ def draw(graph: FlowGraph) -> Layout:
 
 def _graph_of(version) -> FlowGraph:
     # The runtime's per-process cache of compiled versions (keyed by id and digest).
-    from .runtime.transition import _compiled  # noqa: PLC0415
+    from .runtime.transition import compiled_version  # noqa: PLC0415
 
-    return _compiled(version.pk, version.digest)
+    return compiled_version(version.pk, version.digest)
 
 
 @lru_cache(maxsize=64)

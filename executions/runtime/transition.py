@@ -65,15 +65,16 @@ def limits() -> machine.Limits:
 
 
 @lru_cache(maxsize=256)
-def _compiled(version_id: int, digest: str) -> FlowGraph:
+def compiled_version(version_id: int, digest: str) -> FlowGraph:
+    """The compiled graph of a flow version, cached per process (versions are immutable; the
+    digest guards against a reused id)."""
     definition = FlowVersion.objects.values_list("definition", flat=True).get(pk=version_id)
     return compile_definition(definition, max_bytes=settings.FLOWSITE_MAX_DEFINITION_BYTES)
 
 
 def graph_for(execution: Execution) -> FlowGraph:
-    """The compiled graph of the execution's flow version, cached per process (versions are
-    immutable; the digest guards against a reused id)."""
-    return _compiled(execution.flow_version_id, execution.flow_version.digest)
+    """The compiled graph of the execution's flow version (cached per process)."""
+    return compiled_version(execution.flow_version_id, execution.flow_version.digest)
 
 
 def locked_execution(execution_id: int) -> Execution | None:
