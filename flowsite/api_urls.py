@@ -7,6 +7,7 @@ models enforce, so a path segment that cannot be a name is a plain 404 before an
 from django.urls import path, register_converter
 
 from executions import api as executions_api
+from flowsite.audit import api as audit_api
 from functions import api as functions_api
 
 
@@ -71,4 +72,6 @@ urlpatterns = [
         name="api-task-report-failed",
     ),
     path("tasks/heartbeat/", executions_api.TaskHeartbeatView.as_view(), name="api-task-heartbeat"),
+    # The audit log (admins)
+    path("audit/", audit_api.AuditListView.as_view(), name="api-audit"),
 ]

@@ -246,3 +246,26 @@ def test_the_api_needs_a_role_to_read(anon_client, role_client, world):
     start = role_client("viewer").post("/api/v1/flows/p/executions/", {}, format="json")
     assert start.status_code == 403 and start.json()["required_role"] == "operator"
     assert not Execution.objects.filter(flow=world["pass"]).exists()
+
+
+def test_the_audit_log_over_the_api_is_for_admins(anon_client, role_client, world):
+    operator = actor("operator")
+    execution, _ = services.execution_start(flow=world["wait"], name="api1", actor=operator)
+    services.execution_stop(execution=execution, cause="enough", actor=operator)
+    assert anon_client.get("/api/v1/audit/").status_code == 401
+    for role in ("viewer", "operator", "approver", ""):
+        refused = role_client(role).get("/api/v1/audit/")
+        assert refused.status_code == 403, role
+    admin = role_client("admin")
+    body = admin.get("/api/v1/audit/", {"action": "execution.stop"}).json()
+    assert [(e["action"], e["object"]["name"], e["actor"]) for e in body["results"]] == [
+        ("execution.stop", "w/api1", operator.name)
+    ]
+    assert body["results"][0]["detail"]["reason"] == "enough"
+    assert body["results"][0]["ip"] == "203.0.113.7"
+    by_user = admin.get("/api/v1/audit/", {"user": operator.name}).json()["results"]
+    assert [e["action"] for e in by_user] == ["execution.stop", "execution.start"]
+    assert admin.get("/api/v1/audit/", {"since": "not a time"}).status_code == 400
+    assert admin.get("/api/v1/audit/", {"action": "<script>"}).status_code == 400
+    future = admin.get("/api/v1/audit/", {"since": "2999-01-01T00:00:00Z"}).json()
+    assert future["results"] == []
