@@ -215,6 +215,7 @@ def _run_claimed(item: WorkItem, function) -> str:
             request_id=attempt_id(item),
             extra_context=_context(item),
         )
+        result = _without_token(item, result)
         if result.ok and (problem := _unusable(result.output)):
             event = ev.TaskFailed(item.entry_id, item.attempt, "FC.InvalidResponse", problem)
         elif result.ok:
@@ -241,6 +242,21 @@ def _event(item: WorkItem):
     salt = Execution.objects.filter(pk=item.execution_id).values_list("token_salt", flat=True)
     real = task_token(item.execution_id, salt.first() or "", item.entry_id, item.attempt)
     return with_token(item.payload, real, fingerprint(real))
+
+
+def _without_token(item: WorkItem, result):
+    """The handler's answer with the callback task's token put back to its fingerprint: a
+    handler that returns its event, or fails with it in the message, must not write the
+    secret into the history (which the API and the pages show)."""
+    if item.mode != "WaitForCustomCallback":
+        return result
+    salt = Execution.objects.filter(pk=item.execution_id).values_list("token_salt", flat=True)
+    real = task_token(item.execution_id, salt.first() or "", item.entry_id, item.attempt)
+    mark = fingerprint(real)
+    result.output = with_token(result.output, mark, real)  # every ``real`` becomes ``mark``
+    result.error = (result.error or "").replace(real, mark)
+    result.cause = (result.cause or "").replace(real, mark)
+    return result
 
 
 def _unusable(output) -> str:

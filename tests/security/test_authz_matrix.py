@@ -107,6 +107,7 @@ TABLE: dict[str, tuple] = {
     "api-task-report-succeeded":  (NO,       REPORT,    NO,        NO,        NO),
     "api-task-report-failed":     (NO,       REPORT,    NO,        NO,        NO),
     "api-task-heartbeat":         (NO,       REPORT,    NO,        NO,        NO),
+    "api-audit":                  (AUDIT,    NO,        NO,        NO,        NO),
 }
 # fmt: on
 
