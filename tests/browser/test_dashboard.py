@@ -354,16 +354,37 @@ def test_start_polling_from_its_form_and_watch_the_graph_change_live(system, ope
     )
     # Survives only if the document is never replaced.
     page.evaluate("window.__flowsiteMarker = 'same-document'")
+    # Every class the graph's nodes are given from now on, in this document: the proof that
+    # they changed live, whenever a poll lands (however briefly a status lasts).
+    page.evaluate(
+        """() => {
+          window.__nodeClasses = [];
+          new MutationObserver(function (records) {
+            records.forEach(function (r) {
+              window.__nodeClasses.push([r.target.id, r.target.getAttribute("class")]);
+            });
+          }).observe(document.getElementById("graph"),
+                     {attributes: true, attributeFilter: ["class"], subtree: true});
+        }"""
+    )
     url = page.url
 
     wait_node = node(page, "WaitBeforePoll")
     check_node = node(page, "CheckRender")
     done_node = node(page, "RenderReady")
+    wait_id = wait_node.get_attribute("id")
     # While it runs: the loop's timer is seen waiting (the 3 s Wait), then the end.
-    expect(wait_node).to_have_class(re.compile(r"\bis-waiting-timer\b"), timeout=LIVE_DEADLINE_MS)
-    expect(header_badge(page)).to_have_text(re.compile("Running"))
+    page.wait_for_function(
+        """id => window.__nodeClasses.some(function (c) {
+             return c[0] === id && /\\bis-waiting-timer\\b/.test(c[1]);
+           })""",
+        arg=wait_id,
+        timeout=LIVE_DEADLINE_MS,
+    )
     shot(page, "live-running")
     expect(header_badge(page)).to_have_text(re.compile("Succeeded"), timeout=LIVE_DEADLINE_MS)
+    seen = [c for key, c in page.evaluate("window.__nodeClasses") if key == wait_id]
+    assert "is-succeeded" in seen[-1].split(), seen
     expect(wait_node).to_have_class(re.compile(r"\bis-succeeded\b"))
     expect(check_node).to_have_class(re.compile(r"\bis-succeeded\b"))
     expect(done_node).to_have_class(re.compile(r"\bis-succeeded\b"))
@@ -584,6 +605,7 @@ def test_filter_executions_by_status_and_input_field(system, open_as):
         page.get_by_label("Input field").fill('asset = "b.mov"')
         page.get_by_role("button", name="Filter").click()
         expect(names).to_have_text(["filter-b-running"])
+        expect(page).to_have_url(re.compile(r"[?&]q=asset"))  # pushed by htmx
         query = parse_qs(urlsplit(page.url).query)
         assert query["status"] == ["Running"] and query["q"] == ['asset = "b.mov"'], page.url
         shot(page, "filter-status-and-input")
@@ -598,7 +620,8 @@ def test_filter_executions_by_status_and_input_field(system, open_as):
         page.locator("input[name=status][value=Running]").uncheck()
         page.get_by_role("button", name="Filter").click()
         expect(names).to_have_text(["filter-b-done", "filter-b-running"])
-        assert "status" not in parse_qs(urlsplit(page.url).query)
+        expect(page).not_to_have_url(re.compile(r"[?&]status="))
+        assert parse_qs(urlsplit(page.url).query)["q"] == ['asset = "b.mov"']
         shot(page, "filter-input-only")
     finally:
         stop_quietly(system, flow, "filter-b-running", "filter-c-running")
