@@ -676,6 +676,47 @@ def test_stop_several_at_once(system, open_as):
         stop_quietly(system, flow, "bulk-keep")
 
 
+HOSTILE = {
+    "request_id": '<a hx-get="/audit/" hx-trigger="load" hx-target="body">PO-666</a>',
+    "approver": "javascript:window.__pwned='approver'",
+    "summary": '<img src="x" onerror="window.__pwned=1"><script>window.__pwned=2</script>',
+}
+
+
+def test_hostile_input_and_decisions_stay_text_in_the_browser(system, open_as):
+    """Markup, hx-* attributes and javascript: URLs in an input, a rejection's cause and the
+    live updates render as text in a real browser: nothing runs, htmx makes no request they
+    ask for, no element they describe exists."""
+    from playwright.sync_api import expect
+
+    flow, name = "demo-approval", "hostile-po-666"
+    system.start(flow, HOSTILE, name=name)
+    task_id = open_task(system, flow, name)
+    page = open_as("approver")
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/audit/" in r.url else None)
+    page.goto("/approvals/")
+    row = page.locator(f"#task-{task_id}")
+    row.locator("details.json-peek summary").click()
+    expect(row.locator("pre")).to_contain_text('<img src=\\"x\\" onerror=')
+    page.goto(execution_url(flow, name))
+    expect(page.locator("section[aria-labelledby=input-title] pre")).to_contain_text(
+        "javascript:window.__pwned='approver'"
+    )
+    approvals = page.locator(".approvals-card")
+    approvals.get_by_label("Cause").fill(HOSTILE["summary"])
+    approvals.get_by_role("button", name=re.compile("Reject")).click()
+    expect(header_badge(page)).to_have_text(re.compile("Failed"), timeout=LIVE_DEADLINE_MS)
+    expect(page.locator("#exec-result")).to_contain_text(HOSTILE["summary"])
+    # The newest history event's JSON opened too, then look.
+    page.locator("#history-rows details").first.locator("summary").click()
+    shot(page, "hostile-execution")
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.locator("img[src=x], main script, a[hx-get='/audit/']").count() == 0
+    assert asked == []
+    assert page.dialogs == ["Reject this step?"]  # the page's own confirmation only
+
+
 def test_readme_screenshots(system, open_as):
     """The README's pictures at 1280x800 (and a phone's 390 px): the overview, an execution
     of demo-polling mid-run (graph, history), the approvals inbox."""
