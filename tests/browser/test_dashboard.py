@@ -24,12 +24,12 @@ import pytest
 
 from tests.integration.harness import ROOT, System, wait_until
 
-pytestmark = [
-    pytest.mark.browser,
-    # One system for the whole module: with `pytest -n 2 --dist loadgroup` both halves of the
-    # module run in one xdist worker instead of booting a second system.
-    pytest.mark.xdist_group("browser-dashboard"),
-]
+# One system for the whole module (module-scoped). Under pytest-xdist, `--dist loadfile` (or
+# loadscope) keeps the module in one worker; with plain `-n 2` (--dist load) its tests are
+# shared out and each worker that gets some boots a system of its own (slower, still correct:
+# no test depends on another's executions). `xdist_group` does not help here: xdist 3.8's
+# loadgroup renames items through `_nodeid`, which pytest 9.2 no longer reads.
+pytestmark = [pytest.mark.browser]
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
