@@ -106,6 +106,8 @@ def parse_json_text(text: str, what: str) -> tuple[Any, str]:
         return None, f"{what} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
     except RecursionError:
         return None, f"{what} nests too deeply"
+    except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+        return None, f"{what} holds a number too long to read"
 
 
 def parse_utc(text: str, what: str) -> tuple[datetime | None, str]:

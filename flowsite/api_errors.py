@@ -143,6 +143,12 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         set_rollback()
         return _response(context, 413, entity_too_large_body())
 
+    if isinstance(exc, RecursionError):
+        # A JSON body nested deeper than the parser can follow (json's scanner recurses, and
+        # DRF's parser only turns ValueError into a ParseError).
+        set_rollback()
+        return _response(context, 400, error_body("MalformedJSON", "the JSON nests too deeply"))
+
     if isinstance(exc, OperationalError | InterfaceError):
         # The database is down or restarting: nothing was committed, the client may retry.
         set_rollback()

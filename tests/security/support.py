@@ -274,6 +274,9 @@ class Page(HTMLParser):
     def text(self) -> str:
         return "".join(self.texts)
 
+    def elements_with(self, tag: str) -> list[dict[str, str]]:
+        return [attrs for t, attrs in self.elements if t == tag]
+
     def attribute_values(self) -> list[str]:
         return [v for _, attrs in self.elements for v in attrs.values()]
 

@@ -495,3 +495,52 @@ def test_the_admin_by_role():
                     wrong.append(f"POST {url_name} as {who}: created {created}, audit {audited}")
     assert not wrong, wrong
     assert cells == len(ADMIN_TABLE) * len(WHO)
+
+
+# --- cross-site requests -----------------------------------------------------------------------
+
+
+def test_forms_and_session_api_writes_need_the_csrf_token(worker_runs):
+    """A page in another site cannot make a logged-in browser change anything: every form
+    (plain or htmx) and every API write made with the session cookie needs the CSRF token;
+    with the token from the page's ``hx-headers`` the same request works."""
+    from django.test import Client
+    from rest_framework.test import APIClient
+
+    world = support.make_world()
+    admin = support.user_with("admin")
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(admin)
+    api = APIClient(enforce_csrf_checks=True)
+    api.force_login(admin)
+    running = world.fresh_running()
+    task = world.fresh_task()
+    posts = [
+        (reverse("flow-start", args=[world.flow.name]), {"name": "csrf", "input": "{}"}),
+        (reverse("executions-stop"), {"ids": [running.pk], "confirm": "STOP", "reason": "r"}),
+        (reverse("execution-stop", kwargs=_execution_args(running)), {"reason": "r"}),
+        (reverse("execution-run-again", kwargs=_execution_args(world.ended)), {}),
+        (reverse("task-approve", args=[task.pk]), {}),
+        (reverse("task-reject", args=[task.pk]), {"error": "E"}),
+        (reverse("function-invoke", args=[world.function.name]), {"body": "{}"}),
+    ]
+    audit_before = AuditEntry.objects.count()
+    for url, data in posts:
+        assert browser.post(url, data).status_code == 403, url
+        assert browser.post(url, data, HTTP_HX_REQUEST="true").status_code == 403, url
+    for url, data in (
+        ("/api/v1/flows/", {"name": "csrf_flow", "definition": WAIT_FLOW}),
+        (f"/api/v1/flows/{world.flow.name}/executions/", {"name": "csrf"}),
+        (f"/api/v1/flows/{world.flow.name}/executions/{running.name}/stop/", {}),
+    ):
+        assert api.post(url, data, format="json").status_code == 403, url
+    assert AuditEntry.objects.count() == audit_before
+    assert Execution.objects.get(pk=running.pk).is_open
+    # the token the page carries (hx-headers on <body>) makes the same post work
+    page = browser.get(reverse("approvals")).content.decode()
+    headers = json.loads(support.Page(page).elements_with("body")[0]["hx-headers"])
+    response = browser.post(
+        reverse("task-approve", args=[task.pk]), {}, HTTP_X_CSRFTOKEN=headers["X-CSRFToken"]
+    )
+    assert response.status_code == 302
+    assert AuditEntry.objects.filter(action="task.approve").count() == 1
