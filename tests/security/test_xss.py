@@ -171,7 +171,9 @@ def test_hostile_text_renders_as_text_everywhere(worker_runs):
         "execution failed_fail_state": [support.P_SCRIPT, support.P_IMG, support.P_SVG],
         "execution failed_handler": ["ValueError", support.P_HTMX],
         "execution rejected": [support.P_SCRIPT],
-        "execution stopped": [support.HOSTILE_USERS[0]],  # who started it
+        "execution stopped": [support.HOSTILE_USERS[0], support.P_SVG],  # who, and the reason
+        "execution approved": [support.P_SVG, support.P_TEMPLATE],  # the approval's output
+        "execution reported_failed": [support.P_IMG],  # a machine's error code
         "approvals": [support.P_SCRIPT, support.P_CLOSE],  # the waiting step's input
         "functions": [ALL_PAYLOADS],
         "function sec_raise": [support.HOSTILE_USERS[0]],
@@ -203,6 +205,55 @@ def test_audit_details_are_text(worker_runs):
     assert not support.markup_problems(page) and not support.hostile_source_problems(body)
     assert json.dumps({"reason": ALL_PAYLOADS}, ensure_ascii=False)[12:80] in page.text
     assert support.HOSTILE_USERS[1] in page.text  # who stopped it
+
+
+# The admin carries inline code of its own (it is exempt from the policy), so what it shows
+# of user data must be escaped: nothing else stops a payload there.
+ADMIN_MODELS = (
+    "executions.flow", "executions.flowversion", "executions.execution",
+    "executions.historyevent", "executions.workitem", "executions.timer", "executions.tasktoken",
+    "functions.function", "functions.invocation", "audit.auditentry", "auth.user",
+)  # fmt: skip
+
+
+def admin_problems(html: str) -> list[str]:
+    problems = support.hostile_source_problems(html)
+    for tag, attrs in Page(html).elements:
+        if tag == "img" and not attrs.get("src", "").startswith("/static/"):
+            problems.append(f"an <img> from {attrs.get('src')!r}")  # the admin's icons only
+        elif tag in support.NEVER_TAGS - {"img"}:
+            problems.append(f"a <{tag}>")
+        for name, value in attrs.items():
+            if name.startswith("on") and "alert(" in value:
+                problems.append(f"{name}={value!r}")
+            if name.startswith("hx-"):
+                problems.append(f"{name}= in the admin")
+            if name in support.URL_ATTRIBUTES and value.strip().lower().startswith("javascript:"):
+                problems.append(f"{name}={value!r}")
+    return problems
+
+
+@pytest.mark.django_db
+def test_the_admin_shows_hostile_text_as_text(worker_runs):
+    from django.apps import apps
+
+    support.hostile_world()
+    admin = support.page_client(support.user_with("admin"))
+    problems = []
+    pages = 0
+    for label in ADMIN_MODELS:
+        app, model = label.split(".")
+        changelist = reverse(f"admin:{app}_{model}_changelist")
+        urls = [changelist, f"{changelist}?q={quote(support.P_SCRIPT)}"]
+        for pk in apps.get_model(label).objects.order_by("-pk").values_list("pk", flat=True)[:8]:
+            urls.append(reverse(f"admin:{app}_{model}_change", args=[pk]))
+        for url in urls:
+            response = admin.get(url)
+            assert response.status_code == 200, (url, response.status_code)
+            problems += [f"{url}: {p}" for p in admin_problems(response.content.decode())]
+            pages += 1
+    assert not problems, problems
+    assert pages > 40
 
 
 @pytest.mark.django_db
