@@ -298,7 +298,7 @@ WRITE_OK = {200, 201, 204, 302}
 SPECIAL_OK = {"healthz": {200, 503}, "login": {200, 302}, "logout": {302}}
 
 
-def test_the_authorization_matrix(worker_runs):
+def test_the_authorization_matrix(worker_runs, record_property):
     world = support.make_world()
     users = {role: support.user_with(role) for role in ROLES}
     users["none"] = support.user_with()
@@ -381,7 +381,12 @@ def test_the_authorization_matrix(worker_runs):
         f"unexpected refusals {len(unexpected_refusals)}, anonymous writes accepted "
         f"{totals['anonymous writes accepted']}"
     )
-    conftest.SUMMARY.append(line)  # printed after the run (tests/security/conftest.py)
+    # Shown after the run (tests/security/conftest.py), kept in the JUnit report (a property,
+    # which also crosses from an xdist worker) and as an artifact.
+    conftest.SUMMARY.append(line)
+    record_property("authorization_matrix", line)
+    support.ARTIFACTS.parent.parent.mkdir(parents=True, exist_ok=True)
+    (support.ARTIFACTS.parent.parent / "authz-matrix.txt").write_text(line + "\n")
     assert not unexpected_allows, unexpected_allows
     assert not unexpected_refusals, unexpected_refusals
     assert totals["anonymous writes accepted"] == 0
