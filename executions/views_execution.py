@@ -169,6 +169,10 @@ def live(request: HttpRequest, flow: str, name: str) -> HttpResponse:
         context["new_events"] = rows
         context["gap"] = bool(rows) and rows[-1].event_id > since + 1
         context["since"] = rows[0].event_id if rows else since
+    if not execution.is_open:
+        # The last poll: the timeline is drawn once more (it is not live while running).
+        context["final_timeline"] = reads.timeline(execution, after=None)
+        context["links"] = _links(execution)
     content = render(request, "executions/_live.html", context).content
     if not execution.is_open:
         return HttpResponseStopPolling(content)

@@ -88,6 +88,20 @@ def when(value: datetime | None, now: datetime | None = None):
     )
 
 
+@register.simple_tag
+def due(value: datetime | None, now: datetime | None = None):
+    """A deadline: like :func:`when`, but one that has passed (the sweeper is about to act on
+    it) reads "any moment now" rather than "just now"."""
+    now = now or timezone.now()
+    if value is not None and value <= now:
+        return format_html(
+            '<time datetime="{}" title="{} UTC">any moment now</time>',
+            value.isoformat(),
+            value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    return when(value, now)
+
+
 @register.filter
 def duration(seconds: float | None) -> str:
     if seconds is None:
