@@ -351,8 +351,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Workflow definitions, executions and functions.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    # The schema is not public: it needs a logged-in user or a token (docs page: a login).
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # The schema is not public: it needs a user with a role (docs page: a login and a role).
+    "SERVE_PERMISSIONS": ["flowsite.access.CanRead"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

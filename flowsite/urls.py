@@ -1,6 +1,5 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.decorators import login_required
 from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
@@ -9,6 +8,7 @@ from django.views.decorators.http import require_GET
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from executions.selectors import runtime_health
+from executions.views import page
 
 
 @never_cache
@@ -33,7 +33,7 @@ urlpatterns = [
     # loads needs an authenticated user).
     path(
         "api/v1/docs/",
-        login_required(SpectacularSwaggerView.as_view(url_name="schema")),
+        page("docs")(SpectacularSwaggerView.as_view(url_name="schema")),
         name="api-docs",
     ),
     path("api/v1/", include("flowsite.api_urls")),

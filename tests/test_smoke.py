@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import Group
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -105,6 +106,10 @@ def test_schema_needs_authentication_and_errors_are_json(client, django_user_mod
 
     user = django_user_model.objects.create_user("smoke", password="pw-smoke-1234")
     client.force_login(user)
+    # A user without a role sees nothing, the schema included.
+    assert client.get("/api/v1/schema/").status_code == 403
+    user.groups.add(Group.objects.get(name="viewer"))
+    client.force_login(user)
     response = client.get("/api/v1/schema/")
     assert response.status_code == 200
     text = response.content.decode()
@@ -120,7 +125,9 @@ def test_api_docs_page_uses_only_local_static_files(client, django_user_model, s
     assert redirect.status_code == 302
     assert redirect["Location"].startswith("/login/")
 
-    client.force_login(django_user_model.objects.create_user("docs", password="pw-docs-1234"))
+    docs = django_user_model.objects.create_user("docs", password="pw-docs-1234")
+    docs.groups.add(Group.objects.get(name="viewer"))
+    client.force_login(docs)
     response = client.get("/api/v1/docs/")
     assert response.status_code == 200
     html = response.content.decode()

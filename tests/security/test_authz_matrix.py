@@ -92,8 +92,8 @@ TABLE: dict[str, tuple] = {
     "logout":                     (NO,       PUBLIC,    NO,        NO,        NO),
     "healthz":                    (PUBLIC,   NO,        NO,        NO,        NO),
     # the API's description: for any logged-in user (it holds no data)
-    "schema":                     (LOGGED_IN, NO,       NO,        NO,        NO),
-    "api-docs":                   (LOGGED_IN, NO,       NO,        NO,        NO),
+    "schema":                     (Perm.READ, NO,       NO,        NO,        NO),
+    "api-docs":                   (Perm.READ, NO,       NO,        NO,        NO),
     # the REST API
     "api-functions":              (R,        FUNCS,     NO,        NO,        NO),
     "api-function":               (R,        NO,        FUNCS,     FUNCS,     FUNCS),
