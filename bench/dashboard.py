@@ -988,8 +988,9 @@ def plans_for(spec: FlowSpec, rng: random.Random, variants: int) -> list[Plan]:
             # Unanswered: FnF.Timeout (TimedOut), or caught by a Fail state (Failed).
             out.append(Plan("timeout"))
     if spec.pattern == "poll":
-        for v in range(n):
-            out.append(Plan("run", leave="timer", leave_after=v % 3, polls=8))
+        for v in range(n):  # left after 2 to 30 checks: running for seconds to hours
+            for after in (2, 10, 30)[: 1 + v % 3 + (v > 0)]:
+                out.append(Plan("run", leave="timer", leave_after=after, polls=99, max_polls=60))
             out.append(Plan("fail", polls=99, max_polls=2, fail_at=999))  # gives up
             out.append(Plan("ok", polls=4 + v))
     return out
@@ -1269,7 +1270,9 @@ def big_template(spec: FlowSpec, version, events: int) -> Template:
 
 # How the executions end (shares of all; the rest succeed) and what the running ones wait for.
 STATUS_SHARES = {"Failed": 0.065, "Stopped": 0.02, "TimedOut": 0.008}
-RUNNING = {"callback": 450, "timer": 1250, "pending": 450, "claimed": 350}
+# A running execution has been running for a while: a person has not answered for hours or days,
+# a polling loop has been checking for up to hours; few attempts are queued or running at once.
+RUNNING = {"callback": 700, "timer": 1600, "pending": 120, "claimed": 80}
 
 
 def assign(
@@ -1340,7 +1343,7 @@ def _start_time(t: Template, now: datetime, rng: random.Random, days: int) -> da
             room = max(t.due - t.span - 1, 0.5)
         else:
             room = {"callback": 2 * 86400, "claimed": 20.0}.get(t.leave, 4.0)
-        gap = room * rng.random() ** (3 if t.leave == "callback" else 1)
+        gap = room * rng.random() ** (1.5 if t.leave == "callback" else 1)
         moment = now - timedelta(seconds=t.span + gap)
         return moment.replace(microsecond=0)
     while True:
