@@ -396,16 +396,16 @@ def flow_specs() -> list[FlowSpec]:
             "poll",
             3.0,
             "transcode",
-            poll_flow("media-transcode", "Transcode a video and wait for it", "transcode", 60),
-            wait=60,
+            poll_flow("media-transcode", "Transcode a video and wait for it", "transcode", 300),
+            wait=300,
         ),
         FlowSpec(
             "backup-verify",
             "poll",
             1.5,
             "backup",
-            poll_flow("backup-verify", "Start a restore test and poll it", "restore", 300),
-            wait=300,
+            poll_flow("backup-verify", "Start a restore test and poll it", "restore", 1800),
+            wait=1800,
         ),
         FlowSpec(
             "thumbnails",
@@ -988,8 +988,8 @@ def plans_for(spec: FlowSpec, rng: random.Random, variants: int) -> list[Plan]:
             # Unanswered: FnF.Timeout (TimedOut), or caught by a Fail state (Failed).
             out.append(Plan("timeout"))
     if spec.pattern == "poll":
-        for v in range(n):  # left after 2 to 30 checks: running for seconds to hours
-            for after in (2, 10, 30)[: 1 + v % 3 + (v > 0)]:
+        for v in range(n):  # left after 1 to 6 checks: running for seconds to hours
+            for after in (1, 3, 6)[: 1 + v % 3 + (v > 0)]:
                 out.append(Plan("run", leave="timer", leave_after=after, polls=99, max_polls=60))
             out.append(Plan("fail", polls=99, max_polls=2, fail_at=999))  # gives up
             out.append(Plan("ok", polls=4 + v))
