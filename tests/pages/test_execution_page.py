@@ -86,7 +86,7 @@ HX_ALLOWED = {
     "hx-get", "hx-target", "hx-swap", "hx-trigger", "hx-include", "hx-headers", "hx-history",
     "hx-swap-oob", "hx-disable",
 }  # fmt: skip
-TRIGGERS = {"every 2s", "change, submit"}
+TRIGGERS = {"every 2s", "change, submit", "revealed"}
 
 
 def check_html(content: bytes) -> tuple[str, list[tuple[str, dict]]]:

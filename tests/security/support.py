@@ -237,7 +237,7 @@ HX_ATTRIBUTES = {
     "hx-get", "hx-post", "hx-target", "hx-swap", "hx-swap-oob", "hx-trigger", "hx-include",
     "hx-headers", "hx-history", "hx-push-url", "hx-disable",
 }  # fmt: skip
-HX_TRIGGERS = {"every 2s", "change, submit"}
+HX_TRIGGERS = {"every 2s", "change, submit", "revealed"}
 URL_ATTRIBUTES = {
     "href", "src", "action", "formaction", "hx-get", "hx-post", "xlink:href", "poster", "data",
     "background", "cite", "srcset",
