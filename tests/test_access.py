@@ -269,3 +269,14 @@ def test_the_audit_log_over_the_api_is_for_admins(anon_client, role_client, worl
     assert admin.get("/api/v1/audit/", {"action": "<script>"}).status_code == 400
     future = admin.get("/api/v1/audit/", {"since": "2999-01-01T00:00:00Z"}).json()
     assert future["results"] == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_role_groups_come_back_after_a_flush():
+    # A flush empties every table, the groups the roles migration made included; without them
+    # no role could be granted. Django re-emits post_migrate after a flush and they come back.
+    from django.core.management import call_command
+
+    call_command("flush", interactive=False, verbosity=0)
+    assert {g.name for g in Group.objects.all()} >= set(ROLES)
+    assert {r.value for r in roles_of(UserFactory(roles=["viewer"]))} == {"viewer"}
