@@ -108,9 +108,7 @@ def _head_context(execution: Execution) -> dict:
     }
 
 
-def _page(
-    request: HttpRequest, execution: Execution, *, state: str | None = None, timeline=False
-):
+def _page(request: HttpRequest, execution: Execution, *, state: str | None = None, timeline=False):
     """The whole page. The timeline is drawn only when asked for (``timeline``, a plain
     request for it): otherwise the page loads it when it scrolls into view, which halves the
     page's rendering time for a long execution."""

@@ -152,9 +152,7 @@ def token_was_issued(token: str) -> bool:
     parts = token.split(".")
     if len(parts) != 4 or not all(p.isdigit() and len(p) < 20 for p in parts[:3]):
         return False
-    salt = (
-        Execution.objects.filter(pk=int(parts[0])).values_list("token_salt", flat=True).first()
-    )
+    salt = Execution.objects.filter(pk=int(parts[0])).values_list("token_salt", flat=True).first()
     if not salt:
         return False
     expected = task_token(int(parts[0]), salt, int(parts[1]), int(parts[2]))
