@@ -17,6 +17,7 @@
 # --- API fixtures (tests/api) ------------------------------------------------------------------
 
 import os  # noqa: E402
+import re  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -99,15 +100,20 @@ def _test_functions_folder():
 
 # --- no response ever carries a live task token ------------------------------------------------
 
-TOKENS_SEEN: set[str] = set()
+TOKENS_SEEN: dict[str, str] = {}  # the secret part of each token (its 40 hex digits) -> token
 LEAKS: list[tuple[str, str]] = []
+# Every run of 40 hex digits in a body, overlapping ones included: one pass over the body
+# whatever the number of tokens seen (a substring test per token made each response cost
+# O(tokens x body), seconds for a large body late in the run).
+_HEX40 = re.compile(r"(?=([0-9a-f]{40}))")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _watch_task_tokens():
     """Record every task token flowsite derives during the run (the real, secret ones) and
     check every response Django produces — test client, API client, live server — for any of
-    them. A leak fails the test that caused it (``_no_token_leak``)."""
+    them (for its secret part: the MAC alone is as good as the token). A leak fails the test
+    that caused it (``_no_token_leak``)."""
     from django.core.handlers.base import BaseHandler
 
     from executions.runtime import transition, worker
@@ -116,7 +122,7 @@ def _watch_task_tokens():
 
     def recording(*args, **kwargs):
         token = real_token(*args, **kwargs)
-        TOKENS_SEEN.add(token)
+        TOKENS_SEEN[token.rsplit(".", 1)[-1]] = token
         return token
 
     real_get_response = BaseHandler.get_response
@@ -125,9 +131,9 @@ def _watch_task_tokens():
         response = real_get_response(self, request)
         if TOKENS_SEEN and not getattr(response, "streaming", False):
             body = response.content.decode("utf-8", errors="replace")
-            for token in TOKENS_SEEN:
-                if token in body:
-                    LEAKS.append((request.get_full_path(), token))
+            for mac in _HEX40.findall(body):
+                if mac in TOKENS_SEEN:
+                    LEAKS.append((request.get_full_path(), TOKENS_SEEN[mac]))
         return response
 
     patches = [

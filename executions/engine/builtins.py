@@ -84,6 +84,7 @@ MAX_INT = 2**63 - 1
 # regexMatchString limits. The matcher is linear in the input, but Python-speed linear, so its
 # work counts _REGEX_UNIT budget units per thread step (about the CPU of other units).
 _REGEX_UNIT = 2
+_REGEX_CHARGE_BATCH = 4096  # units a search counts locally before charging the budget
 MAX_REGEX_PATTERN_LENGTH = 1000
 MAX_REGEX_INPUT_LENGTH = 100_000
 MAX_REGEX_PROGRAM_SIZE = 10_000
@@ -1554,13 +1555,26 @@ def _char_matches(matcher: tuple[Any, ...], c: str) -> bool:
 
 
 def _regex_search(program: _RegexProgram, text: str, ctx: EvalContext) -> bool:
-    """True when the program matches anywhere in ``text`` (Thompson simulation, O(len × size))."""
-    code = program.code
-    mark = [-1] * len(code)  # mark[pc] == pos: pc already on the list being built for pos
+    """True when the program matches anywhere in ``text`` (Thompson simulation, O(len × size)).
 
-    def add(threads: list[int], pc: int, pos: int) -> bool:
-        """Add pc's epsilon-closure at pos to threads; True if it reaches MATCH."""
-        stack = [pc]
+    One loop without a Python call per character or per thread (only character classes call
+    ``_char_matches``), and the work charged to the budget in batches of at most
+    ``_REGEX_CHARGE_BATCH`` units: on CPython 3.11 a call that lands on a frame-stack chunk
+    boundary maps and unmaps memory every time (CPython issue 142183, fixed in 3.13), and a
+    hostile-input test saw the same search take 25 times the CPU at one unlucky stack depth.
+    The charges add up to what a call per step would charge; a search can run less than one
+    batch past the budget before it stops.
+    """
+    code = program.code
+    anchored = program.anchored
+    mark = [-1] * len(code)  # mark[pc] == pos: pc already reached at pos
+    spent = 0  # units not yet charged
+    seeds = [0]  # instructions to expand at pos (a yes/no answer needs no thread priority)
+    pos = 0
+    end = len(text)
+    while True:
+        threads: list[int] = []  # the character instructions alive at pos
+        stack = seeds
         visited = 0
         while stack:
             pc = stack.pop()
@@ -1582,23 +1596,29 @@ def _regex_search(program: _RegexProgram, text: str, ctx: EvalContext) -> bool:
                     stack.append(pc + 1)
             else:
                 return True
-        ctx.charge(visited * _REGEX_UNIT)
-        return False
-
-    threads: list[int] = []
-    if add(threads, 0, 0):
-        return True
-    for pos, c in enumerate(text):
-        ctx.charge((len(threads) + 1) * _REGEX_UNIT)
-        following: list[int] = []
+        spent += (visited + len(threads) + 1) * _REGEX_UNIT
+        if pos == end:
+            break
+        if spent >= _REGEX_CHARGE_BATCH:
+            ctx.charge(spent)
+            spent = 0
+        c = text[pos]
+        seeds = []
         for pc in threads:
-            if _char_matches(code[pc][1], c) and add(following, pc + 1, pos + 1):
-                return True
-        if program.anchored:
-            if not following:
-                return False  # every thread died and no new attempt may start
-        elif add(following, 0, pos + 1):
-            # Unanchored search: a new attempt may start at every position.
-            return True
-        threads = following
+            matcher = code[pc][1]
+            kind = matcher[0]
+            if kind == "lit":
+                hit = c in matcher[1]
+            elif kind == "any":
+                hit = matcher[1] or c != "\n"
+            else:
+                hit = _char_matches(matcher, c)
+            if hit:
+                seeds.append(pc + 1)
+        pos += 1
+        if not anchored:
+            seeds.append(0)  # an unanchored search may start a new attempt at every position
+        elif not seeds:
+            break  # every thread died and no new attempt may start
+    ctx.charge(spent)
     return False
