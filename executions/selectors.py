@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from flowsite.errors import ServiceError
 
@@ -209,9 +210,17 @@ def latest_failures(limit: int = 8) -> list[Execution]:
 # --- flows -------------------------------------------------------------------------------------
 
 
-def flows_page(*, after: str | None = None, size: int = 50) -> tuple[list[Flow], str | None]:
+FLOW_COUNTS_WINDOW = timedelta(hours=24)
+
+
+def flows_page(
+    *, after: str | None = None, size: int = 50, since: datetime | None = None
+) -> tuple[list[Flow], str | None]:
     """A page of flows by name (``after``: the last name of the previous page), each with
-    ``last`` (its newest execution or None) and ``counts`` ({status: n}). Three queries."""
+    ``last`` (its newest execution or None) and ``counts``: its executions started since
+    ``since`` (default: the last 24 hours) by status. Three queries, each reading a bounded
+    part of an index: counting every execution ever kept would grow with the retention
+    (20 ms at 100,000 executions, read from the index ``(flow_id, started_at, status)``)."""
     from django.db.models import Count, OuterRef, Subquery  # noqa: PLC0415
 
     newest = Execution.objects.filter(flow=OuterRef("pk")).order_by("-id").values("id")[:1]
@@ -237,7 +246,10 @@ def flows_page(*, after: str | None = None, size: int = 50) -> tuple[list[Flow],
     counts: dict[int, dict[str, int]] = {f.pk: {} for f in flows}
     if flows:
         grouped = (
-            Execution.objects.filter(flow_id__in=[f.pk for f in flows])
+            Execution.objects.filter(
+                flow_id__in=[f.pk for f in flows],
+                started_at__gte=since or (timezone.now() - FLOW_COUNTS_WINDOW),
+            )
             .values("flow_id", "status")
             .annotate(n=Count("id"))
             .order_by()

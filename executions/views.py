@@ -235,8 +235,17 @@ def flow_list(request: HttpRequest) -> HttpResponse:
     after = request.GET.get("after", "")
     if not _name.match(after):
         after = ""
-    flows, next_after = selectors.flows_page(after=after or None)
-    context = {"nav": "flows", "flows": flows, "next_after": next_after, "after": after}
+    # The counts cover executions started since this minute (the executions list's links
+    # below filter from the same minute, so a count and the list it opens agree).
+    since = (timezone.now() - selectors.FLOW_COUNTS_WINDOW).replace(second=0, microsecond=0)
+    flows, next_after = selectors.flows_page(after=after or None, since=since)
+    context = {
+        "nav": "flows",
+        "flows": flows,
+        "next_after": next_after,
+        "after": after,
+        "since": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M"),
+    }
     return render(request, "pages/flows.html", context)
 
 

@@ -488,6 +488,9 @@ def test_reject_a_waiting_step_from_the_inbox(system, open_as):
     row = page.locator(f"#task-{task_id}")
     expect(row).to_contain_text(name)
     page.evaluate("window.__flowsiteMarker = 'inbox'")
+    badge = page.locator("#nav-approvals-count .count")
+    waiting = int(badge.inner_text())
+    assert waiting >= 1
     row.get_by_text("Reject…").click()
     row.get_by_label("Error code").fill("BudgetRefused")
     row.get_by_label("Cause").fill("over the team's budget")
@@ -495,6 +498,11 @@ def test_reject_a_waiting_step_from_the_inbox(system, open_as):
     row.get_by_role("button", name="Reject", exact=True).click()
     expect(row).to_contain_text(f"Rejected step AskApprover of {flow}/{name}")
     assert page.evaluate("window.__flowsiteMarker") == "inbox"  # swapped in place
+    # The navigation's count follows the decision without a reload.
+    if waiting > 1:
+        expect(badge).to_have_text(str(waiting - 1))
+    else:
+        expect(badge).to_have_count(0)
     shot(page, "reject-done")
 
     row.get_by_role("link", name="Open the execution").click()

@@ -46,11 +46,35 @@ def test_the_flows_list_shows_version_last_execution_and_counts(clients):
     assert reverse("execution", args=["orders", "ok-2"]) in body
 
 
+def test_the_flows_list_counts_the_last_24_hours_and_links_to_the_same_executions(clients):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    FlowFactory(name="orders", definition=PASS_FLOW)
+    for i in range(3):
+        start("orders", {"a": i}, name=f"ok-{i}")
+    old = Execution.objects.get(name="ok-0")
+    Execution.objects.filter(pk=old.pk).update(started_at=timezone.now() - timedelta(hours=25))
+    response = clients["viewer"].get(reverse("flows"))
+    flows = {f.name: f for f in response.context["flows"]}
+    assert flows["orders"].counts == [("Succeeded", 2)]  # the one of yesterday is not counted
+    assert flows["orders"].last.name == "ok-2"
+    since = response.context["since"]
+    link = f"?flow=orders&amp;status=Succeeded&amp;started_from={since}"
+    assert link in response.content.decode()
+    # The list that link opens holds exactly the executions counted.
+    listed = clients["viewer"].get(reverse("executions") + link.replace("&amp;", "&"))
+    assert sorted(e.name for e in listed.context["page"].rows) == ["ok-1", "ok-2"]
+
+
 def test_the_flows_list_pages_by_name(clients, monkeypatch):
     from executions import selectors
 
     real = selectors.flows_page
-    monkeypatch.setattr(selectors, "flows_page", lambda after=None: real(after=after, size=2))
+    monkeypatch.setattr(
+        selectors, "flows_page", lambda after=None, since=None: real(after=after, size=2)
+    )
     for name in ("a1", "a2", "a3"):
         FlowFactory(name=name)
     first = clients["viewer"].get(reverse("flows"))
