@@ -266,6 +266,8 @@ def driver(opts) -> None:
         # Raw SQL: this runs every POLL seconds, and the ORM's query building would cost the
         # driver (and so the 2 cores the worker also needs) ~1 ms of CPU a time.
         keys = list(keys)
+        if not keys:
+            return set()  # "IN ()" is an error on PostgreSQL (SQLite takes it)
         with connection.cursor() as cur:
             cur.execute(
                 finished_sql.format(",".join(["%s"] * len(keys))), [*map(str, open_statuses), *keys]

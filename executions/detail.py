@@ -245,7 +245,7 @@ def record_transition(execution_id: int, events: list[dict], now: datetime) -> N
     old_ids = {e["entry"] for e in touched} - new_ids
     visits: dict[int, _Visit] = {}
     before: dict[int, str] = {}
-    if old_ids or ended_at is not None:
+    if not starts and (old_ids or ended_at is not None):  # a start has no earlier visits
         for visit in _read_visits(execution_id, old_ids, still_open=ended_at is not None):
             visits[visit.entry_id] = visit
             before[visit.entry_id] = visit.status

@@ -299,12 +299,17 @@ def persist(execution: Execution, decision: ev.Decision, *, now: datetime) -> No
             _put_values(puts)
         _carry_out(execution, command, now=now, new_work=new_work)
     _put_values(puts)
+    # An execution that ends in its very first transition without a command (a flow of Pass,
+    # Choice and the like, run inline by its start) has no bookkeeping rows to clear.
+    first_and_bare = execution.revision == 0 and all(
+        isinstance(c, ev.Finish) for c in decision.commands
+    )
     execution.state = decision.state
     execution.revision += 1
     execution.event_count = decision.state["next_event_id"] - 1
     if execution.status == ExecutionStatus.STARTING:
         execution.status = ExecutionStatus.RUNNING
-    if not execution.is_open:
+    if not execution.is_open and not first_and_bare:
         clear_bookkeeping(execution.pk)
     execution.save(
         update_fields=[
