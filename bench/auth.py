@@ -63,7 +63,9 @@ from django.core.management import call_command
 from rest_framework.authtoken.models import Token
 
 call_command("migrate", interactive=False, verbosity=0)
+from django.contrib.auth.models import Group
 user = get_user_model().objects.create_user({USER!r}, password=__import__("os").environ["PW"])
+user.groups.add(Group.objects.get(name="admin"))  # creates the flow, then starts executions
 print("TOKEN=" + Token.objects.create(user=user).key)
 """
 
