@@ -218,6 +218,12 @@ class WorkItem(models.Model):
                 name="workitem_open_execution",
                 condition=Q(status__in=["pending", "running"]),
             ),
+            # A function's page: the latest attempts flows made of it.
+            models.Index(
+                fields=["function_name", "-id"],
+                name="workitem_function_recent",
+                condition=~Q(function_name=""),
+            ),
         ]
 
     def __str__(self) -> str:

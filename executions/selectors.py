@@ -17,7 +17,17 @@ from django.utils import timezone
 
 from flowsite.errors import ServiceError
 
-from .models import Execution, ExecutionStatus, Flow, FlowVersion, HistoryEvent, TaskToken
+from .models import (
+    Execution,
+    ExecutionStatus,
+    Flow,
+    FlowVersion,
+    HistoryEvent,
+    TaskToken,
+    WorkItem,
+    WorkKind,
+    WorkStatus,
+)
 
 
 def flow_get(name: str) -> Flow:
@@ -608,3 +618,54 @@ def with_step_inputs(tasks: list[TaskToken]) -> list[TaskToken]:
 
 def newest_waiting(limit: int = 5) -> list[TaskToken]:
     return list(waiting_tasks().order_by("-id")[:limit])
+
+
+# --- a function's attempts from flows ----------------------------------------------------------
+
+# What an attempt's row says, as the badges name it.
+_ATTEMPT_OUTCOME = {
+    WorkStatus.PENDING: "Enqueued",
+    WorkStatus.RUNNING: "Running",
+    WorkStatus.CANCELLED: "cancelled",
+    WorkStatus.LOST: "Failed",
+}
+
+
+def function_attempts(function_name: str, limit: int = 20) -> list[WorkItem]:
+    """The latest attempts flows made of a function, newest first, each with ``outcome`` (a
+    badge status) and ``duration_ms``. One query on the index ``workitem_function_recent``."""
+    rows = list(
+        WorkItem.objects.filter(
+            function_name=function_name, kind__in=(WorkKind.INVOKE, WorkKind.DETACHED)
+        )
+        .exclude(function_name="")  # the index's own condition, so the planner picks it
+        .select_related("execution__flow")
+        .only(
+            "id",
+            "kind",
+            "attempt",
+            "state_name",
+            "status",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "worker",
+            "error",
+            "execution__name",
+            "execution__flow__name",
+        )
+        .order_by("-id")[:limit]
+    )
+    for row in rows:
+        if row.status == WorkStatus.DONE:
+            row.outcome = "Failed" if row.error else "Succeeded"
+        else:
+            row.outcome = _ATTEMPT_OUTCOME.get(row.status, row.status)
+        if row.status == WorkStatus.LOST and not row.error:
+            row.error = "worker lost"
+        row.duration_ms = (
+            (row.finished_at - row.started_at).total_seconds() * 1000
+            if row.started_at and row.finished_at
+            else None
+        )
+    return rows

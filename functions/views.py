@@ -11,6 +11,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from executions.selectors import function_attempts
 from executions.views import form_actor, page, parse_json_text
 from flowsite.access import Perm
 from flowsite.errors import ServiceError
@@ -69,6 +70,7 @@ def _render(request, function, form, result=None, status=200) -> HttpResponse:
         "nav": "functions",
         "function": function,
         "invocations": _recent(function),
+        "attempts": function_attempts(function.name),
         "form": form,
         "result": result,
         "now": timezone.now(),

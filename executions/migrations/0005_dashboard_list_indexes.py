@@ -43,7 +43,11 @@ def _indexes(vendor):
 
 
 def create(apps, schema_editor):
+    # On PostgreSQL without blocking writes to the table while it builds (see executions.dbops).
+    concurrently = schema_editor.connection.vendor == "postgresql"
     for _, sql in _indexes(schema_editor.connection.vendor):
+        if concurrently:
+            sql = sql.replace("CREATE INDEX ", "CREATE INDEX CONCURRENTLY IF NOT EXISTS ", 1)
         schema_editor.execute(sql)
 
 
@@ -53,6 +57,8 @@ def drop(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
+    atomic = False  # CREATE INDEX CONCURRENTLY cannot run in a transaction
+
     dependencies = [
         ("executions", "0004_secret_task_tokens"),
     ]

@@ -27,7 +27,11 @@ INDEXES = [
 
 
 def create(apps, schema_editor):
+    # On PostgreSQL without blocking writes to the table while it builds (see executions.dbops).
+    concurrently = schema_editor.connection.vendor == "postgresql"
     for _, sql in INDEXES:
+        if concurrently:
+            sql = sql.replace("CREATE INDEX ", "CREATE INDEX CONCURRENTLY IF NOT EXISTS ", 1)
         schema_editor.execute(sql)
 
 
@@ -37,6 +41,8 @@ def drop(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
+    atomic = False  # CREATE INDEX CONCURRENTLY cannot run in a transaction
+
     dependencies = [
         ("executions", "0006_execution_page_read_model"),
     ]

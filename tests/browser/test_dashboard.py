@@ -411,6 +411,13 @@ def test_start_polling_from_its_form_and_watch_the_graph_change_live(system, ope
     assert all(status == 200 for t, status in live if t < stopped_at), live
     assert status_of(system, "demo-polling", "watch-a-mov") == "Succeeded"
 
+    # The polled function's page lists the attempts this execution made of it.
+    page.goto("/functions/demo_render_status/")
+    attempts = page.locator("section[aria-labelledby=attempts-heading]")
+    expect(attempts.get_by_role("link", name="demo-polling/watch-a-mov").first).to_be_visible()
+    expect(attempts.locator(".badge").first).to_contain_text("Succeeded")
+    shot(page, "function-attempts")
+
 
 def test_approve_as_approver_while_a_viewer_has_no_button_and_is_refused(system, open_as):
     """demo-approval waits at AskApprover. A viewer sees the step but no Approve button, and

@@ -140,3 +140,61 @@ def test_markup_in_results_errors_and_descriptions_renders_as_text(clients, func
     assert_no_markup_from_users(clients["viewer"].get(reverse("functions")).content.decode())
     response = clients["viewer"].get(reverse("function", args=["echo"]))
     assert_no_markup_from_users(response.content.decode())
+
+
+def test_the_page_lists_the_attempts_flows_made_of_it(clients, functions):
+    from django.utils import timezone
+
+    from executions.models import Execution, WorkItem, WorkKind, WorkStatus
+    from tests.factories import PASS_FLOW, FlowFactory
+    from tests.pages.lists_support import start
+
+    FlowFactory(name="orders", definition=PASS_FLOW)
+    start("orders", {"a": 1}, name="o-1")
+    execution = Execution.objects.get(flow__name="orders")
+    now = timezone.now()
+    made = {}
+    for attempt, (status, error) in enumerate(
+        [
+            (WorkStatus.DONE, "MyHandler.Broken"),
+            (WorkStatus.LOST, "FC.WorkerLost"),
+            (WorkStatus.DONE, ""),
+            (WorkStatus.RUNNING, ""),
+        ],
+        start=1,
+    ):
+        made[attempt] = WorkItem.objects.create(
+            execution=execution,
+            kind=WorkKind.INVOKE,
+            entry_id=5,
+            attempt=attempt,
+            state_name="CallEcho",
+            function_name="echo",
+            status=status,
+            error=error,
+            created_at=now,
+            next_dispatch_at=now,
+            started_at=now,
+            finished_at=now if status != WorkStatus.RUNNING else None,
+            worker=f"worker-{attempt}@host",
+        )
+    # another function's attempt is not listed
+    WorkItem.objects.create(
+        execution=execution, kind=WorkKind.INVOKE, entry_id=9, attempt=1, state_name="Other",
+        function_name="quiet", created_at=now, next_dispatch_at=now,
+    )  # fmt: skip
+    response = clients["viewer"].get(reverse("function", args=["echo"]))
+    rows = response.context["attempts"]
+    assert [r.attempt for r in rows] == [4, 3, 2, 1]  # newest first
+    assert [r.outcome for r in rows] == ["Running", "Succeeded", "Failed", "Failed"]
+    assert rows[3].error == "MyHandler.Broken" and rows[2].error == "FC.WorkerLost"
+    body = response.content.decode()
+    assert "Recent calls from flows" in body and "worker-3@host" in body
+    assert reverse("execution", args=["orders", "o-1"]) in body
+    assert "CallEcho" in body and "Other" not in body
+    empty = clients["viewer"].get(reverse("function", args=["quiet"])).content.decode()
+    assert "No flow has called it yet" not in empty  # quiet has one
+    assert (
+        "No flow has called it yet"
+        in clients["viewer"].get(reverse("function", args=["explode"])).content.decode()
+    )

@@ -10,7 +10,14 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from executions import views
-from executions.models import Execution, ExecutionStatus, FlowVersion
+from executions.models import (
+    Execution,
+    ExecutionStatus,
+    FlowVersion,
+    WorkItem,
+    WorkKind,
+    WorkStatus,
+)
 from flowsite import audit
 from flowsite.access import SYSTEM
 from functions import services as function_services
@@ -43,7 +50,7 @@ PAGES = {
     "executions, newer page": ("/executions/?after=1", 6),
     "approvals": ("/approvals/", 6),
     "functions": ("/functions/", 5),
-    "function": ("/functions/demo_render_status/", 6),
+    "function": ("/functions/demo_render_status/", 7),
     "audit": ("/audit/", 5),
     "audit, filtered": ("/audit/?action=execution.start&user=system&from=2020-01-01T00:00", 5),
 }
@@ -69,6 +76,24 @@ def add_data(scale: int, tag: str) -> None:
                 error_code="Boom" if j % 3 == 1 else "",
             )
             for j in range(3 * scale)
+        )
+        WorkItem.objects.bulk_create(
+            WorkItem(
+                execution=execution,
+                kind=WorkKind.INVOKE,
+                entry_id=2,
+                attempt=1,
+                state_name="Render",
+                function_name="demo_render_status",
+                status=WorkStatus.DONE,
+                error="Boom" if j % 2 else "",
+                created_at=now,
+                next_dispatch_at=now,
+                started_at=now,
+                finished_at=now,
+                worker="w1",
+            )
+            for j, execution in enumerate(Execution.objects.filter(flow=flow))
         )
     for _ in range(scale):
         waiting_approval()
