@@ -14,6 +14,8 @@ What a role may do is decided by the services; the templates only hide what woul
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from functools import wraps
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -64,11 +66,19 @@ def _not_found(request: HttpRequest, exc: ServiceError) -> HttpResponse:
     )
 
 
-def _execution(request: HttpRequest, flow: str, name: str) -> Execution | HttpResponse:
-    try:
-        return reads.execution_for_page(flow, name)
-    except ServiceError as exc:
-        return _not_found(request, exc)
+def _of_execution(view: Callable) -> Callable:
+    """A view of one execution: called as ``view(request, execution, **rest)`` once the flow and
+    name in the URL resolve to it; otherwise the dashboard's not-found answer."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, flow: str, name: str, **rest) -> HttpResponse:
+        try:
+            execution = reads.execution_for_page(flow, name)
+        except ServiceError as exc:
+            return _not_found(request, exc)
+        return view(request, execution, **rest)
+
+    return wrapped
 
 
 def _links(execution: Execution) -> dict[str, str]:
@@ -150,20 +160,16 @@ def _state_rows(layout: graph_svg.Layout, statuses: dict) -> list[dict]:
 
 @require_GET
 @page("executions")
-def detail(request: HttpRequest, flow: str, name: str) -> HttpResponse:
-    execution = _execution(request, flow, name)
-    if isinstance(execution, HttpResponse):
-        return execution
+@_of_execution
+def detail(request: HttpRequest, execution: Execution) -> HttpResponse:
     return _page(request, execution)
 
 
 @require_GET
 @page("executions")
-def live(request: HttpRequest, flow: str, name: str) -> HttpResponse:
+@_of_execution
+def live(request: HttpRequest, execution: Execution) -> HttpResponse:
     """What changes while the execution runs, in one response (polled every 2 s)."""
-    execution = _execution(request, flow, name)
-    if isinstance(execution, HttpResponse):
-        return execution
     context = _head_context(execution)
     context["statuses"] = reads.step_statuses(execution)
     context["oob"] = True
@@ -186,12 +192,10 @@ def live(request: HttpRequest, flow: str, name: str) -> HttpResponse:
 
 @require_GET
 @page("executions")
-def history(request: HttpRequest, flow: str, name: str) -> HttpResponse:
+@_of_execution
+def history(request: HttpRequest, execution: Execution) -> HttpResponse:
     """A page of the history (filters and cursor in the query string); ``?event=<id>``: one
     event's whole detail."""
-    execution = _execution(request, flow, name)
-    if isinstance(execution, HttpResponse):
-        return execution
     if "event" in request.GET:
         event_id = _number(request, "event")
         try:
@@ -217,10 +221,8 @@ def history(request: HttpRequest, flow: str, name: str) -> HttpResponse:
 
 @require_GET
 @page("executions")
-def timeline(request: HttpRequest, flow: str, name: str) -> HttpResponse:
-    execution = _execution(request, flow, name)
-    if isinstance(execution, HttpResponse):
-        return execution
+@_of_execution
+def timeline(request: HttpRequest, execution: Execution) -> HttpResponse:
     if not request.htmx:
         return _page(request, execution, timeline=True)
     context = {
@@ -243,11 +245,9 @@ def _visits_context(request, execution, layout, statuses, key: str) -> dict:
 
 @require_GET
 @page("executions")
-def state_visits(request: HttpRequest, flow: str, name: str, path: str) -> HttpResponse:
+@_of_execution
+def state_visits(request: HttpRequest, execution: Execution, path: str) -> HttpResponse:
     """The visits of one state (``path``: the node id the graph gives it)."""
-    execution = _execution(request, flow, name)
-    if isinstance(execution, HttpResponse):
-        return execution
     layout = graph_svg.layout_for(execution.flow_version)
     if path not in layout.by_key:
         return _not_found(
@@ -284,10 +284,8 @@ def _refused(request: HttpRequest, execution: Execution, exc: ServiceError) -> H
 
 @require_POST
 @page("executions")
-def stop(request: HttpRequest, flow: str, name: str) -> HttpResponse:
-    execution = _execution(request, flow, name)
-    if isinstance(execution, HttpResponse):
-        return execution
+@_of_execution
+def stop(request: HttpRequest, execution: Execution) -> HttpResponse:
     reason = request.POST.get("reason", "").strip()
     try:
         if not reason:
@@ -305,11 +303,9 @@ def stop(request: HttpRequest, flow: str, name: str) -> HttpResponse:
 
 @require_POST
 @page("executions")
-def run_again(request: HttpRequest, flow: str, name: str) -> HttpResponse:
+@_of_execution
+def run_again(request: HttpRequest, execution: Execution) -> HttpResponse:
     """Start a new execution of the same flow with the same input."""
-    execution = _execution(request, flow, name)
-    if isinstance(execution, HttpResponse):
-        return execution
     try:
         new = services.execution_run_again(execution=execution, actor=web_actor(request))
     except ServiceError as exc:
