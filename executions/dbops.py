@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.db import NotSupportedError
-from django.db.migrations.operations import AddIndex
+from django.db.migrations.operations import AddIndex, RunPython
 
 
 class AddIndexWithoutLock(AddIndex):
@@ -45,3 +47,22 @@ class AddIndexWithoutLock(AddIndex):
 
     def describe(self) -> str:
         return super().describe() + " (concurrently on PostgreSQL)"
+
+
+def sql_indexes(indexes: Callable[[str], list[tuple[str, str]]]) -> RunPython:
+    """A ``RunPython`` that creates ``indexes(vendor)`` (pairs of name and ``CREATE INDEX``
+    statement) and drops them on the way back; on PostgreSQL built ``CONCURRENTLY`` (the
+    migration must set ``atomic = False``, as for :class:`AddIndexWithoutLock`)."""
+
+    def create(apps, schema_editor):
+        vendor = schema_editor.connection.vendor
+        for _, sql in indexes(vendor):
+            if vendor == "postgresql":
+                sql = sql.replace("CREATE INDEX ", "CREATE INDEX CONCURRENTLY IF NOT EXISTS ", 1)
+            schema_editor.execute(sql)
+
+    def drop(apps, schema_editor):
+        for name, _ in indexes(schema_editor.connection.vendor):
+            schema_editor.execute(f"DROP INDEX IF EXISTS {name}")
+
+    return RunPython(create, drop, elidable=False)

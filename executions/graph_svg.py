@@ -167,8 +167,8 @@ def _inner_scopes(st: State) -> Iterator[tuple[str, Scope]]:
 # --- the DOT text ------------------------------------------------------------------------------
 
 
-def _html(text: str) -> str:
-    """Escape for a Graphviz HTML-like label (an XML fragment)."""
+def _esc(text: str) -> str:
+    """Escape for XML: a Graphviz HTML-like label, and the SVG this module writes."""
     return (
         text.replace("&", "&amp;")
         .replace("<", "&lt;")
@@ -227,8 +227,8 @@ class _Dot:
 
     def node(self, st: State, indent: str) -> None:
         key = self.key(st)
-        name = _html(_clean(st.name, MAX_NAME_CHARS)) or "&#160;"
-        summary = _html(_clean(_summary(st), MAX_NAME_CHARS))
+        name = _esc(_clean(st.name, MAX_NAME_CHARS)) or "&#160;"
+        summary = _esc(_clean(_summary(st), MAX_NAME_CHARS))
         kind = st.kind.value.lower()
         self.lines.append(
             f'{indent}"{key}" [id="gn-{key}" class="k-{kind}" '
@@ -252,7 +252,7 @@ class _Dot:
         self.node(st, inner)
         for n, (label, body) in enumerate(_inner_scopes(st)):
             self.lines.append(f'{inner}subgraph "cluster_{key}__{n}" {{')
-            text = _html(_clean(label.capitalize(), MAX_LABEL_CHARS))
+            text = _esc(_clean(label.capitalize(), MAX_LABEL_CHARS))
             self.lines.append(
                 f'{inner}  id="c-{key}__{n}" class="c-scope" label=<{text}> style=rounded;'
             )
@@ -274,7 +274,7 @@ class _Dot:
                 targets.append(("default", st.default))
             moves_on = False
             for text, target in targets:
-                label = {"label": f"<{_html(_clean(text, MAX_LABEL_CHARS))}>"}
+                label = {"label": f"<{_esc(_clean(text, MAX_LABEL_CHARS))}>"}
                 if target.next is not None:
                     self.edge(key, self.entry_of(scope, target.next), label)
                 elif target.scope is not None:
@@ -292,7 +292,7 @@ class _Dot:
                       else {})  # fmt: skip
         for rule in st.catch:
             errors = ", ".join(rule.errors) or "all"
-            label = f"<catch {_html(_clean(errors, MAX_LABEL_CHARS))}>"
+            label = f"<catch {_esc(_clean(errors, MAX_LABEL_CHARS))}>"
             self.edge(
                 key,
                 self.entry_of(scope, rule.next),
@@ -359,16 +359,6 @@ def run_dot(source: str) -> str:
     if len(done.stdout) > MAX_DOT_OUTPUT:
         raise DrawingError("the drawing is too large")
     return done.stdout.decode("utf-8")
-
-
-def _esc(text: str) -> str:
-    return (
-        text.replace("&", "&amp;")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace('"', "&quot;")
-        .replace("'", "&#39;")
-    )
 
 
 def _geometry(value: str | None) -> str | None:

@@ -16,6 +16,8 @@ and so never proposes to drop them.
 
 from django.db import migrations
 
+from executions.dbops import sql_indexes
+
 TABLE = "executions_execution"
 
 PORTABLE = [
@@ -42,20 +44,6 @@ def _indexes(vendor):
     return PORTABLE + (POSTGRESQL if vendor == "postgresql" else OTHERS)
 
 
-def create(apps, schema_editor):
-    # On PostgreSQL without blocking writes to the table while it builds (see executions.dbops).
-    concurrently = schema_editor.connection.vendor == "postgresql"
-    for _, sql in _indexes(schema_editor.connection.vendor):
-        if concurrently:
-            sql = sql.replace("CREATE INDEX ", "CREATE INDEX CONCURRENTLY IF NOT EXISTS ", 1)
-        schema_editor.execute(sql)
-
-
-def drop(apps, schema_editor):
-    for name, _ in _indexes(schema_editor.connection.vendor):
-        schema_editor.execute(f"DROP INDEX IF EXISTS {name}")
-
-
 class Migration(migrations.Migration):
     atomic = False  # CREATE INDEX CONCURRENTLY cannot run in a transaction
 
@@ -63,4 +51,4 @@ class Migration(migrations.Migration):
         ("executions", "0004_secret_task_tokens"),
     ]
 
-    operations = [migrations.RunPython(create, drop, elidable=False)]
+    operations = [sql_indexes(_indexes)]

@@ -12,6 +12,8 @@ executions). SQL rather than ``Meta.indexes``, as in 0005, so the models need no
 
 from django.db import migrations
 
+from executions.dbops import sql_indexes
+
 TABLE = "executions_execution"
 
 INDEXES = [
@@ -26,20 +28,6 @@ INDEXES = [
 ]
 
 
-def create(apps, schema_editor):
-    # On PostgreSQL without blocking writes to the table while it builds (see executions.dbops).
-    concurrently = schema_editor.connection.vendor == "postgresql"
-    for _, sql in INDEXES:
-        if concurrently:
-            sql = sql.replace("CREATE INDEX ", "CREATE INDEX CONCURRENTLY IF NOT EXISTS ", 1)
-        schema_editor.execute(sql)
-
-
-def drop(apps, schema_editor):
-    for name, _ in INDEXES:
-        schema_editor.execute(f"DROP INDEX IF EXISTS {name}")
-
-
 class Migration(migrations.Migration):
     atomic = False  # CREATE INDEX CONCURRENTLY cannot run in a transaction
 
@@ -47,4 +35,4 @@ class Migration(migrations.Migration):
         ("executions", "0006_execution_page_read_model"),
     ]
 
-    operations = [migrations.RunPython(create, drop, elidable=False)]
+    operations = [sql_indexes(lambda vendor: INDEXES)]

@@ -173,7 +173,7 @@ def test_hostile_state_names_are_text_in_the_svg():
 def test_labels_lose_control_characters_and_disguises():
     assert graph_svg._clean("a\x01b\x00c\u202ed\ud800") == "a\ufffdb\ufffdcd\ufffd"
     assert graph_svg._clean("x" * 50, 40) == "x" * 39 + "…"
-    assert graph_svg._html("<a href='x'>&\"") == "&lt;a href=&#39;x&#39;&gt;&amp;&quot;"
+    assert graph_svg._esc("<a href='x'>&\"") == "&lt;a href=&#39;x&#39;&gt;&amp;&quot;"
 
 
 def test_statuses_and_visits_fill_the_slots_and_nothing_else():
