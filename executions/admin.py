@@ -22,13 +22,13 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.text import Truncator
 
 from flowsite.access import admin_actor
+from flowsite.admin_base import ReadOnlyAdmin
 from flowsite.errors import ServiceError
 
 from . import services
@@ -121,19 +121,6 @@ class SummarizedDeleteMixin:
                 model_count[model._meta.verbose_name_plural] = count
         perms_needed = set() if self.has_delete_permission(request) else {opts.verbose_name}
         return to_delete, model_count, perms_needed, []
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """View-only: the engine owns these rows."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class ExecutionScopedAdmin(ReadOnlyAdmin):

@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from django.utils.html import format_html
 
 from flowsite.access import admin_actor
+from flowsite.admin_base import ReadOnlyAdmin
 
 from . import loader, services
 from .models import Function, Invocation
@@ -116,7 +117,7 @@ class FunctionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Invocation)
-class InvocationAdmin(admin.ModelAdmin):
+class InvocationAdmin(ReadOnlyAdmin):
     """Read-only: the rows are the workers' record of what ran."""
 
     list_display = ["request_id", "function_name", "status", "error", "created_at", "duration_ms"]
@@ -152,12 +153,3 @@ class InvocationAdmin(admin.ModelAdmin):
     @admin.display(description="cause")
     def cause_text(self, obj: Invocation) -> str:
         return format_html('<pre style="margin:0;white-space:pre-wrap">{}</pre>', obj.cause)
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -11,6 +11,7 @@ from django.db import transaction
 
 from flowsite import audit
 from flowsite.access import Perm, admin_actor, can
+from flowsite.admin_base import ReadOnlyAdmin
 
 from .models import AuditEntry
 
@@ -27,21 +28,12 @@ admin.site.has_permission = _site_permission
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(ReadOnlyAdmin):
     list_display = ["at", "actor_name", "via", "ip", "action", "object_name"]
     list_filter = ["action", "via", "at"]
     search_fields = ["actor_name", "object_name", "action"]
     date_hierarchy = "at"
     readonly_fields = [f.name for f in AuditEntry._meta.fields]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 def _roles(user) -> dict:
