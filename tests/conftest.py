@@ -116,7 +116,7 @@ def _watch_task_tokens():
     that caused it (``_no_token_leak``)."""
     from django.core.handlers.base import BaseHandler
 
-    from executions.runtime import transition, worker
+    from executions.runtime import transition
 
     real_token = transition.task_token
 
@@ -138,7 +138,6 @@ def _watch_task_tokens():
 
     patches = [
         (transition, "task_token", recording),
-        (worker, "task_token", recording),
         (BaseHandler, "get_response", scanned),
     ]
     saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]

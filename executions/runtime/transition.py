@@ -140,11 +140,16 @@ def task_token(execution_id: int, salt: str, entry: int, attempt: int) -> str:
     return f"{ids}.{_token_mac(ids, salt)}"
 
 
+def attempt_token(execution_id: int, entry: int, attempt: int) -> str:
+    """The secret token of one attempt of a callback task (one query: the execution's salt)."""
+    salt = Execution.objects.filter(pk=execution_id).values_list("token_salt", flat=True)
+    return task_token(execution_id, salt.first() or "", entry, attempt)
+
+
 def token_of(row: TaskToken) -> str:
-    """The secret token of a waiting task's row (for the worker, and for tests and tools that
-    act as the external party)."""
-    salt = Execution.objects.filter(pk=row.execution_id).values_list("token_salt", flat=True)
-    return task_token(row.execution_id, salt.first() or "", row.entry_id, row.attempt)
+    """The secret token of a waiting task's row (for tests and tools that act as the external
+    party)."""
+    return attempt_token(row.execution_id, row.entry_id, row.attempt)
 
 
 def token_was_issued(token: str) -> bool:

@@ -35,9 +35,9 @@ from .faults import fault
 from .transition import (
     apply,
     attempt_id,
+    attempt_token,
     db_now,
     fingerprint,
-    task_token,
     transition,
     with_token,
 )
@@ -209,13 +209,21 @@ def _run_claimed(item: WorkItem, function) -> str:
         deadline = time.monotonic() + lease_seconds(function) - 1.0
         if fault("crash_in_task"):
             os._exit(137)
+        # A callback task's token is stored nowhere: derived here, handed to the handler, and
+        # never let back into what is recorded.
+        real = (
+            attempt_token(item.execution_id, item.entry_id, item.attempt)
+            if item.mode == "WaitForCustomCallback"
+            else None
+        )
         result = invoke(
             function or item.function_name,
-            _event(item),
+            with_token(item.payload, real, fingerprint(real)) if real else item.payload,
             request_id=attempt_id(item),
             extra_context=_context(item),
         )
-        result = _without_token(item, result)
+        if real:
+            result = _without_token(result, real)
         if result.ok and (problem := _unusable(result.output)):
             event = ev.TaskFailed(item.entry_id, item.attempt, "FC.InvalidResponse", problem)
         elif result.ok:
@@ -234,24 +242,10 @@ def _run_claimed(item: WorkItem, function) -> str:
         eager_left -= 1
 
 
-def _event(item: WorkItem):
-    """The handler's event: the stored payload, with the callback task's token (which is stored
-    nowhere) put back in place of its fingerprint."""
-    if item.mode != "WaitForCustomCallback":
-        return item.payload
-    salt = Execution.objects.filter(pk=item.execution_id).values_list("token_salt", flat=True)
-    real = task_token(item.execution_id, salt.first() or "", item.entry_id, item.attempt)
-    return with_token(item.payload, real, fingerprint(real))
-
-
-def _without_token(item: WorkItem, result):
+def _without_token(result, real: str):
     """The handler's answer with the callback task's token put back to its fingerprint: a
     handler that returns its event, or fails with it in the message, must not write the
     secret into the history (which the API and the pages show)."""
-    if item.mode != "WaitForCustomCallback":
-        return result
-    salt = Execution.objects.filter(pk=item.execution_id).values_list("token_salt", flat=True)
-    real = task_token(item.execution_id, salt.first() or "", item.entry_id, item.attempt)
     mark = fingerprint(real)
     result.output = with_token(result.output, mark, real)  # every ``real`` becomes ``mark``
     result.error = (result.error or "").replace(real, mark)
