@@ -799,6 +799,10 @@ def test_readme_screenshots(system, open_as):
         page.goto("/")
         expect(page.get_by_role("heading", name="Overview")).to_be_visible()
         pictures["overview"] = shot(page, "readme-overview", full_page=False)
+        page.goto("/flows/")
+        polling = page.locator("tr", has=page.get_by_role("link", name="demo-polling", exact=True))
+        expect(polling.locator(".counts .badge").first).to_be_visible()  # counts of the last day
+        shot(page, "flows", full_page=False)
     finally:
         stop_quietly(system, flow, name)
     if update:

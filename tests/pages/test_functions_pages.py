@@ -156,7 +156,7 @@ def test_the_page_lists_the_attempts_flows_made_of_it(clients, functions):
     made = {}
     for attempt, (status, error) in enumerate(
         [
-            (WorkStatus.DONE, "MyHandler.Broken"),
+            (WorkStatus.DONE, "<script>alert(1)</script>"),
             (WorkStatus.LOST, "FC.WorkerLost"),
             (WorkStatus.DONE, ""),
             (WorkStatus.RUNNING, ""),
@@ -187,9 +187,12 @@ def test_the_page_lists_the_attempts_flows_made_of_it(clients, functions):
     rows = response.context["attempts"]
     assert [r.attempt for r in rows] == [4, 3, 2, 1]  # newest first
     assert [r.outcome for r in rows] == ["Running", "Succeeded", "Failed", "Failed"]
-    assert rows[3].error == "MyHandler.Broken" and rows[2].error == "FC.WorkerLost"
+    assert rows[3].error == "<script>alert(1)</script>" and rows[2].error == "FC.WorkerLost"
     body = response.content.decode()
     assert "Recent calls from flows" in body and "worker-3@host" in body
+    # a handler's error name is its own text: shown, never run
+    assert "<script>alert(1)</script>" not in body
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
     assert reverse("execution", args=["orders", "o-1"]) in body
     assert "CallEcho" in body and "Other" not in body
     empty = clients["viewer"].get(reverse("function", args=["quiet"])).content.decode()
