@@ -22,6 +22,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from flowsite.access import SYSTEM
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -91,7 +93,6 @@ def main() -> None:
         from executions.models import Execution, ExecutionStatus
         from executions.runtime import publish, worker
         from executions.services import execution_start, flow_create
-        from flowsite.access import SYSTEM  # after django.setup(): it imports auth models
         from functions.models import Function
 
         call_command("migrate", verbosity=0)

@@ -24,6 +24,8 @@ import threading
 import time
 from pathlib import Path
 
+from flowsite.access import SYSTEM
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -54,7 +56,6 @@ def main() -> None:
 
         from executions.models import Execution
         from executions.services import execution_start, flow_create
-        from flowsite.access import SYSTEM  # after django.setup(): it imports auth models
 
         call_command("migrate", verbosity=0)
         flow = flow_create(name="probe", definition=pass_flow_yaml("probe"), actor=SYSTEM)

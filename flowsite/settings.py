@@ -269,7 +269,7 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Model permissions (what the Django admin asks) follow the roles (flowsite/access.py).
-AUTHENTICATION_BACKENDS = ["flowsite.access.RoleBackend"]
+AUTHENTICATION_BACKENDS = ["flowsite.admin_base.RoleBackend"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -10,7 +10,8 @@ from django.urls import reverse
 from executions import services
 from executions.models import Execution, TaskToken
 from executions.runtime import transition
-from flowsite.access import SYSTEM, Actor, Perm, can, model_perm_to_role_perm, roles_of
+from flowsite.access import SYSTEM, Actor, Perm, can, roles_of
+from flowsite.admin_base import model_perm_to_role_perm
 from flowsite.audit.models import AppendOnly, AuditEntry
 from flowsite.errors import ServiceError
 from functions import services as function_services

@@ -20,7 +20,7 @@ User = get_user_model()
 
 def _site_permission(request) -> bool:
     # Anyone with a role may open the admin (what they see follows the roles, through
-    # flowsite.access.RoleBackend); without a role, nothing.
+    # flowsite.admin_base.RoleBackend); without a role, nothing.
     return request.user.is_active and can(request.user, Perm.READ)
 
 
